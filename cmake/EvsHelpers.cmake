@@ -1,0 +1,29 @@
+# evs_module(NAME SOURCES ... DEPS ...): a static library evs_<NAME>.
+function(evs_module name)
+  cmake_parse_arguments(M "" "" "SOURCES;DEPS" ${ARGN})
+  if(M_SOURCES)
+    add_library(evs_${name} STATIC ${M_SOURCES})
+    target_link_libraries(evs_${name} PUBLIC ${M_DEPS})
+  else()
+    add_library(evs_${name} INTERFACE)
+    target_link_libraries(evs_${name} INTERFACE ${M_DEPS})
+  endif()
+endfunction()
+
+# evs_test(NAME SOURCES ... LIBS ... [LABELS ...] [TIMEOUT s]): one GoogleTest
+# binary; each TEST becomes a CTest test. Labels: unit (default), root (needs
+# root and kernel features; skips itself otherwise), slow, integration.
+function(evs_test name)
+  cmake_parse_arguments(T "" "TIMEOUT" "SOURCES;LIBS;LABELS" ${ARGN})
+  if(NOT T_LABELS)
+    set(T_LABELS unit)
+  endif()
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 600)
+  endif()
+  add_executable(${name} ${T_SOURCES})
+  target_link_libraries(${name} PRIVATE ${T_LIBS} evs_test_support GTest::gtest GTest::gtest_main GTest::gmock)
+  gtest_discover_tests(${name}
+    PROPERTIES LABELS "${T_LABELS}" TIMEOUT ${T_TIMEOUT}
+    DISCOVERY_TIMEOUT 60)
+endfunction()

@@ -1,0 +1,10 @@
+#include "commands.h"
+
+namespace evs::cli {
+
+void AddImageCommands(CLI::App& app, Status* status) {
+  (void)app;
+  (void)status;
+}
+
+}  // namespace evs::cli

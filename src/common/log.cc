@@ -1,0 +1,64 @@
+#include "evs/common/log.h"
+
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <ctime>
+#include <string>
+
+namespace evs {
+
+namespace {
+std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
+
+const char* LevelName(LogLevel l) {
+  switch (l) {
+    case LogLevel::kDebug: return "DEBUG";
+    case LogLevel::kInfo: return "INFO";
+    case LogLevel::kWarning: return "WARN";
+    case LogLevel::kError: return "ERROR";
+  }
+  return "?";
+}
+}  // namespace
+
+void SetLogLevel(LogLevel level) { g_level = static_cast<int>(level); }
+LogLevel GetLogLevel() { return static_cast<LogLevel>(g_level.load()); }
+
+bool ParseLogLevel(std::string_view text, LogLevel* level) {
+  if (text == "debug") *level = LogLevel::kDebug;
+  else if (text == "info") *level = LogLevel::kInfo;
+  else if (text == "warn" || text == "warning") *level = LogLevel::kWarning;
+  else if (text == "error") *level = LogLevel::kError;
+  else return false;
+  return true;
+}
+
+LogLine::~LogLine() {
+  struct timeval tv;
+  ::gettimeofday(&tv, nullptr);
+  struct tm tm;
+  ::gmtime_r(&tv.tv_sec, &tm);
+  char stamp[64];
+  size_t n = ::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+  ::snprintf(stamp + n, sizeof stamp - n, ".%03dZ", static_cast<int>(tv.tv_usec / 1000));
+  std::string line = std::string(stamp) + " " + LevelName(level_) + " " + out_.str() + "\n";
+  // One write(2) per line keeps lines from different threads whole.
+  ssize_t ignored = ::write(STDERR_FILENO, line.data(), line.size());
+  (void)ignored;
+}
+
+std::ostream& operator<<(std::ostream& out, const Kv& kv) {
+  out << ' ' << kv.key << '=';
+  bool quote = kv.value.empty() || kv.value.find_first_of(" \"=\t") != std::string::npos;
+  if (!quote) return out << kv.value;
+  out << '"';
+  for (char c : kv.value) {
+    if (c == '"' || c == '\\') out << '\\';
+    out << c;
+  }
+  return out << '"';
+}
+
+}  // namespace evs
