@@ -1,0 +1,141 @@
+// Decompression of layer blobs: gzip (multi-member), zstd (multi-frame) or
+// plain tar, detected by magic, and LayerStream, which turns a blob into its
+// uncompressed tar on a thread of its own while computing the blob digest and
+// the diffID in the same pass.
+//
+//   FdSource blob(fd, path);
+//   EVS_ASSIGN_OR_RETURN(auto tar, LayerStream::Open(&blob, {.input_name = "layer sha256:…"}));
+//   LayerReader reader(tar.get(), {...});
+//   ... read every entry; the reader drains the stream to its end ...
+//   tar->blob_digest(); tar->diff_id();
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "evs/common/byte_stream.h"
+#include "evs/common/chunk_source.h"
+#include "evs/common/digest.h"
+#include "evs/common/status.h"
+
+namespace evs::tar {
+
+enum class Compression { kNone, kGzip, kZstd };
+
+// "none", "gzip", "zstd".
+std::string_view CompressionName(Compression compression);
+
+// Looks at the first bytes of a blob: 1f 8b → gzip (RFC 1952 §2.3.1);
+// 28 b5 2f fd, or 5x 2a 4d 18 (a skippable frame) → zstd (RFC 8878 §3.1);
+// anything else, including fewer than 4 bytes, → kNone (a plain tar).
+Compression DetectCompression(std::span<const uint8_t> head);
+
+// The gzip inflater. ISA-L is the default because it is faster here (figures
+// and the program that measures them: bench/decompress/); zlib is kept so the
+// bench measures both through the same code.
+enum class GzipEngine { kIsal, kZlib };
+
+struct DecompressOptions {
+  // Names the blob in error messages ("layer sha256:ab12…").
+  std::string input_name;
+  // Fail with ResourceExhausted once the output would exceed this many bytes
+  // (a gzip stream expands up to ~1000×). 0: no cap.
+  uint64_t max_output_bytes = 0;
+  GzipEngine gzip_engine = GzipEngine::kIsal;
+  // Size of the reads from the compressed source.
+  size_t input_buffer_size = 256u << 10;
+  // Hash the compressed bytes / the decompressed bytes as they pass (on the
+  // thread that calls Read()). Read the digests once Read() returned 0.
+  std::optional<HashAlgorithm> input_digest;
+  std::optional<HashAlgorithm> output_digest;
+};
+
+// Decompresses a blob as it is read. The format is detected from the first
+// bytes, on the first Read(). Every byte of the input is consumed: data after
+// the last gzip member or zstd frame that is not another member or frame is
+// an InvalidArgument error naming its compressed offset (as Go's gzip reader,
+// which containerd uses, does), and so is a stream that ends inside one.
+// Errors are sticky.
+//
+// Cost: one input buffer, and the inflater state (ISA-L ~200 KiB, zstd up to
+// the frame's window: at most 128 MiB, the zstd default limit for --long).
+// Runs on the calling thread; wrap it in a ReadAheadSource (as LayerStream
+// does) to give it a thread of its own. Does not own `compressed`.
+class Decompressor : public ByteSource {
+ public:
+  static Result<std::unique_ptr<Decompressor>> Create(ByteSource* compressed,
+                                                      DecompressOptions options);
+  virtual ~Decompressor() = default;
+
+  // Fills `buf` with up to `n` decompressed bytes; 0 only at end of stream.
+  Result<size_t> Read(void* buf, size_t n) override = 0;
+
+  // kNone until the first Read() has looked at the input.
+  virtual Compression compression() const = 0;
+  // Bytes consumed from the compressed source / produced so far.
+  virtual uint64_t input_bytes() const = 0;
+  virtual uint64_t output_bytes() const = 0;
+  // After Read() returned 0: digests of all input / output bytes, when asked
+  // for in the options; empty otherwise.
+  virtual Digest input_digest() const = 0;
+  virtual Digest output_digest() const = 0;
+};
+
+struct LayerStreamOptions {
+  // Names the blob in error messages ("layer sha256:ab12…").
+  std::string input_name;
+  // Cap on the uncompressed tar (see DecompressOptions). 0: no cap.
+  uint64_t max_tar_bytes = 0;
+  GzipEngine gzip_engine = GzipEngine::kIsal;
+  // Verified when the stream ends: a mismatch makes the last ReadChunk() fail
+  // with DataLoss naming both digests, instead of returning end of stream.
+  // Their algorithms choose the hashes computed; sha256 when unset.
+  std::optional<Digest> expected_blob_digest;
+  std::optional<Digest> expected_diff_id;
+  // Decompress on a thread of its own (the default). false: on the reading
+  // thread, through a BufferedChunkSource (for tests and tiny layers).
+  bool threaded = true;
+  ReadAheadOptions read_ahead;
+};
+
+// The uncompressed tar of a layer blob. Decompression and both digests (the
+// blob's, over the compressed bytes, and the diffID, over the tar) run on the
+// producer thread, overlapping the consumer; see bench/decompress/ for why
+// the hashing sits there. The consumer must read to the end of the stream
+// for the digests to exist (TarReader does so).
+//
+// Errors name `input_name`: a corrupt stream is InvalidArgument, the cap
+// ResourceExhausted, a digest mismatch DataLoss, a failed read of the blob
+// is passed through.
+class LayerStream : public ChunkSource {
+ public:
+  static Result<std::unique_ptr<LayerStream>> Open(ByteSource* blob, LayerStreamOptions options);
+  ~LayerStream() override;
+
+  Result<std::span<const uint8_t>> ReadChunk(size_t max) override;
+
+  // Valid once ReadChunk() has returned end of stream (before that: kNone,
+  // empty digests, counts so far unspecified).
+  Compression compression() const;
+  Digest blob_digest() const;
+  Digest diff_id() const;
+  uint64_t blob_bytes() const;
+  uint64_t tar_bytes() const;
+
+ private:
+  LayerStream() = default;
+  Status CheckDigests();
+
+  LayerStreamOptions options_;
+  std::unique_ptr<Decompressor> decompressor_;
+  std::unique_ptr<ChunkSource> chunks_;
+  Status error_;
+  bool done_ = false;
+};
+
+}  // namespace evs::tar
