@@ -12,7 +12,9 @@ endfunction()
 
 # evs_test(NAME SOURCES ... LIBS ... [LABELS ...] [TIMEOUT s]): one GoogleTest
 # binary; each TEST becomes a CTest test. Labels: unit (default), root (needs
-# root and kernel features; skips itself otherwise), slow, integration.
+# root and kernel features; skips itself otherwise), slow, integration,
+# hostile (malformed input; the `hostile_tests` target builds these, for the
+# sanitizer build in scripts/test.sh).
 function(evs_test name)
   cmake_parse_arguments(T "" "TIMEOUT" "SOURCES;LIBS;LABELS" ${ARGN})
   if(NOT T_LABELS)
@@ -23,6 +25,9 @@ function(evs_test name)
   endif()
   add_executable(${name} ${T_SOURCES})
   target_link_libraries(${name} PRIVATE ${T_LIBS} evs_test_support GTest::gtest GTest::gtest_main GTest::gmock)
+  if("hostile" IN_LIST T_LABELS)
+    set_property(GLOBAL APPEND PROPERTY EVS_HOSTILE_TESTS ${name})
+  endif()
   gtest_discover_tests(${name}
     PROPERTIES LABELS "${T_LABELS}" TIMEOUT ${T_TIMEOUT}
     DISCOVERY_TIMEOUT 60)
