@@ -86,6 +86,14 @@ class Decompressor : public ByteSource {
   virtual Digest output_digest() const = 0;
 };
 
+// The thread that hashes the uncompressed tar for the diffID. SHA-256 of the
+// tar costs about half as much as inflating it, so where it runs decides
+// whether the two pipeline threads are balanced (bench/decompress/).
+enum class DiffIdThread {
+  kReader,        // the thread calling ReadChunk(), as bytes are lent out
+  kDecompressor,  // the read-ahead thread, right after inflating
+};
+
 struct LayerStreamOptions {
   // Names the blob in error messages ("layer sha256:ab12…").
   std::string input_name;
@@ -101,13 +109,14 @@ struct LayerStreamOptions {
   // thread, through a BufferedChunkSource (for tests and tiny layers).
   bool threaded = true;
   ReadAheadOptions read_ahead;
+  DiffIdThread diff_id_thread = DiffIdThread::kReader;
 };
 
-// The uncompressed tar of a layer blob. Decompression and both digests (the
-// blob's, over the compressed bytes, and the diffID, over the tar) run on the
-// producer thread, overlapping the consumer; see bench/decompress/ for why
-// the hashing sits there. The consumer must read to the end of the stream
-// for the digests to exist (TarReader does so).
+// The uncompressed tar of a layer blob. Decompression and the blob digest
+// (over the compressed bytes) run on the read-ahead thread, overlapping the
+// consumer; the diffID (over the tar) is computed on the thread chosen by
+// `diff_id_thread`. The consumer must read to the end of the stream for the
+// digests to exist (TarReader does so).
 //
 // Errors name `input_name`: a corrupt stream is InvalidArgument, the cap
 // ResourceExhausted, a digest mismatch DataLoss, a failed read of the blob
@@ -129,12 +138,17 @@ class LayerStream : public ChunkSource {
 
  private:
   LayerStream() = default;
-  Status CheckDigests();
+  Status Finish();
+  HashAlgorithm BlobAlgorithm() const;
 
   LayerStreamOptions options_;
   std::unique_ptr<Decompressor> decompressor_;
-  std::unique_ptr<ChunkSource> chunks_;
+  std::unique_ptr<ChunkSource> chunks_;  // reads decompressor_; destroyed first
+  std::unique_ptr<Hasher> reader_hasher_;  // DiffIdThread::kReader
+  Digest diff_id_;
   Status error_;
+  bool started_ = false;
+  bool tar_is_blob_ = false;  // plain tar: diffID = blob digest, hashed once
   bool done_ = false;
 };
 

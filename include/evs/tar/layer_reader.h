@@ -69,13 +69,8 @@ class LayerReader {
   uint64_t tar_bytes() const;
 
  private:
-  Status ToLayerEntry(const TarHeader& header);
-
-  LayerReaderOptions options_;
-  TarReader tar_;
-  LayerEntry entry_;
-  bool done_ = false;
-  Status error_;
+  class State;
+  std::unique_ptr<State> state_;
 };
 
 // Normalises an archive path as above: "./a//b/../c/" → "a/c", "/" → "".
