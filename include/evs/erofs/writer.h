@@ -6,9 +6,31 @@
 // directories, xattrs) is kept in memory — proportional to the number of
 // entries, not to data size — and written by Finish().
 //
-// Tar-index mode (§1.7): 512-byte blocks of metadata followed by the original
-// uncompressed tar; every regular file is one chunk index into the tar. The
-// caller passes the tar bytes through AddTarBytes() as it reads them.
+// Tar-index mode (§1.7): 512-byte blocks; the original uncompressed tar, and
+// EROFS metadata in which every regular file is one chunk index into the tar
+// (flatdev: device 1 of the device table, mapped into the image at
+// `uniaddr`). The caller passes the tar bytes through AddTarBytes() as it
+// reads them.
+//
+// Layout. Metadata can only be written once every entry is known, and data
+// must be written as it arrives, so metadata goes after the data:
+//
+//   full:      [block 0: superblock][file data][directory blocks]
+//              [shared xattrs][inodes with inline tails]
+//   tar-index: [blocks 0-7: superblock, device table][the tar, from byte
+//              4096][directory and symlink blocks][shared xattrs][inodes]
+//
+// The kernel only needs the superblock at byte 1024; everything else is found
+// through block addresses. In tar-index mode the tar is one contiguous region
+// ([ImageInfo::tar_offset, +tar_size)), so the layer's diffID stays
+// verifiable from the image.
+//
+// Small-file tails (size mod 4096) go inline after their inode when inode,
+// xattrs and tail fit in one block (decided when the entry is added, against
+// the largest inode and xattr area it could get), and otherwise into a
+// zero-padded block right after the file's other blocks. Inline tails wait
+// for Finish() in memory up to `tail_memory_limit` bytes, then in an unlinked
+// scratch file, so memory stays bounded whatever the layer holds.
 //
 // Tree semantics, the same for tar and directory input: a later entry for the
 // same path replaces the earlier one (a directory keeps its children when
@@ -49,6 +71,13 @@ struct WriterOptions {
   BlockObserver* observer = nullptr;
   // Name of the input, used in error messages ("layer sha256:…").
   std::string input_name;
+  // Inline tails beyond this many bytes wait in a scratch file instead of
+  // memory (full mode).
+  size_t tail_memory_limit = 4u << 20;
+  // Directory of that scratch file (O_TMPFILE, so nothing is left behind
+  // even on a crash). Empty: the directory of the output file, found
+  // through /proc/self/fd; $TMPDIR or /tmp if that fails.
+  std::string scratch_dir;
 };
 
 struct ImageInfo {
@@ -56,13 +85,21 @@ struct ImageInfo {
   uint32_t block_size = 0;   // 4096 (full) or 512 (tar-index)
   uint64_t inodes = 0;
   uint64_t data_bytes = 0;   // regular-file bytes consumed
+  // Tar-index mode: where the tar sits in the image, and its length.
+  uint64_t tar_offset = 0;
+  uint64_t tar_size = 0;
 };
 
 class ErofsWriter {
  public:
   // Writes the image to `fd` (which must be empty, opened for writing and
   // reading, and positioned anywhere: the writer uses pwrite). Does not own
-  // `fd`.
+  // `fd`. On any error the file holds garbage: write through an AtomicFile so
+  // that nothing is left behind.
+  //
+  // Memory: about 200 bytes per entry plus names, symlink targets and
+  // xattrs, one 1 MiB write buffer and up to `tail_memory_limit`; never
+  // proportional to file data.
   static Result<std::unique_ptr<ErofsWriter>> Create(int fd, WriterOptions options);
   virtual ~ErofsWriter() = default;
 
@@ -72,6 +109,14 @@ class ErofsWriter {
   // In tar-index mode regular-file data is not read from `data`: the entry
   // carry `data_offset`, the offset of its data in the tar, which must be
   // 512-aligned.
+  //
+  // InvalidArgument naming the entry for input the image cannot hold: a path
+  // that is not normalised, a parent that exists but is not a directory, a
+  // root that is not a directory, a hardlink to a missing entry or to a
+  // directory, a symlink target empty or longer than 4095 bytes, a device
+  // number beyond 12/20 bits, an xattr outside the user., trusted.,
+  // security. and system.posix_acl_* namespaces or larger than EROFS holds.
+  // Errors are sticky: after one, every call fails with it.
   virtual Status Add(const LayerEntry& entry, ByteSource* data) = 0;
 
   // Tar-index mode only: the next bytes of the uncompressed tar, in order.
