@@ -1,0 +1,101 @@
+// LayerMounter: mounts committed layer images read-only at m/<layer id>
+// (DESIGN.md §3, §5, §6) and owns those mounts.
+//
+// How an image is mounted is decided once, when the mounter is created:
+// - backing: file-backed EROFS (Linux ≥ 6.12) or a read-only loop device,
+//   found by mounting a probe image once, not by failing and retrying on
+//   every mount (containerd issue #13121);
+// - verification (DESIGN.md §5): `kernel` (dm-verity), `userspace` (EROFS
+//   over a FUSE file that checks every block against the tree), or `off`
+//   (only when configured). `auto` picks kernel, then userspace, and never
+//   falls to off by itself.
+// A mount point directory exists only while its layer is mounted, so a stale
+// lowerdir naming it fails loudly (ENOENT) instead of showing an empty layer.
+//
+// Not thread-safe: the snapshotter serialises calls.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <string_view>
+
+#include "evs/common/mount.h"
+#include "evs/common/status.h"
+#include "evs/snapshot/metadata_store.h"
+
+namespace evs::snapshot {
+
+enum class VerityMode { kAuto, kKernel, kUserspace, kOff };
+// "auto", "kernel", "userspace", "off"; anything else is InvalidArgument.
+Result<VerityMode> ParseVerityMode(std::string_view text);
+std::string_view VerityModeName(VerityMode mode);
+
+enum class BackingMode { kFile, kLoop };
+std::string_view BackingModeName(BackingMode mode);
+
+struct LayerMounterOptions {
+  std::string mount_dir;    // <root>/m
+  std::string scratch_dir;  // where the probe image is built (<root>/layers/tmp)
+  VerityMode verity = VerityMode::kAuto;
+};
+
+class LayerMounter {
+ public:
+  // Resolves the verification mode and probes the backing by mounting
+  // `probe_image` (any small valid EROFS image) once. Fails with
+  // FailedPrecondition naming the mode when the requested verification is
+  // not available here (e.g. `kernel` without /dev/mapper/control).
+  static Result<std::unique_ptr<LayerMounter>> Create(const LayerMounterOptions& options,
+                                                      const std::string& probe_image);
+  ~LayerMounter();
+
+  VerityMode verity() const { return verity_; }
+  BackingMode backing() const { return backing_; }
+
+  // m/<id>: short on purpose, so that 128 lowerdirs fit the kernel's
+  // 4096-byte mount option limit.
+  std::string MountPath(int64_t layer_id) const;
+
+  // Mounts `image_path` (the layer `layer`) read-only at MountPath(layer.id)
+  // unless this mounter already did. Errors name the layer digest and path.
+  // Costs one mount(2) (plus a loop device or verification setup).
+  Status Mount(const LayerRecord& layer, const std::string& image_path);
+  bool IsMounted(int64_t layer_id) const { return mounts_.count(layer_id) != 0; }
+  // Unmounts and removes the mount point; not mounted is OK. A running
+  // container is not affected: overlayfs holds its own private clones of its
+  // lower layers' mounts.
+  Status Unmount(int64_t layer_id);
+  // Unmounts everything this mounter mounted; returns the first error after
+  // trying all.
+  Status UnmountAll();
+
+  // Shutdown: unmounts the layers no other mount uses and leaves the others
+  // in place (forgetting them). A layer is in use when another mount in
+  // this mount namespace shares its device (a bind of it) or is an overlay
+  // naming its mount point in lowerdir, absolute or relative (containerd
+  // shortens long lowerdirs to paths relative to their common parent).
+  // Costs one read of /proc/self/mountinfo. Returns how many were left.
+  Result<int> ReleaseForShutdown();
+
+  // Unmounts and removes whatever is under mount_dir and not mounted by
+  // this mounter (left by a previous daemon that crashed). Returns how many
+  // entries it removed.
+  Result<int> RemoveStale();
+
+ private:
+  LayerMounter() = default;
+  struct Mounted {
+    MountPoint mount;
+    std::string device;  // "major:minor" of the mounted filesystem
+  };
+  std::set<int64_t> LayersInUse() const;
+  std::string mount_dir_;
+  VerityMode verity_ = VerityMode::kOff;
+  BackingMode backing_ = BackingMode::kFile;
+  std::map<int64_t, Mounted> mounts_;
+};
+
+}  // namespace evs::snapshot

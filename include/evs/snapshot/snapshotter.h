@@ -1,0 +1,150 @@
+// Snapshotter: containerd's snapshotter semantics over EROFS layers
+// (DESIGN.md §1, §3, §6; containerd snapshots/snapshotter.go for the
+// contract, snapshots/overlay/overlay.go and snapshots/storage/bolt.go for
+// the exact behaviour this follows).
+//
+// Layout under the root (DESIGN.md §3):
+//   metadata.db              snapshots, labels, layers (MetadataStore)
+//   snapshots/<id>/fs, work  active and view snapshots
+//   layers/sha256/<hex>/     committed layer images (LayerStore)
+//   m/<layer id>/            their read-only mounts (LayerMounter)
+//
+// Every mutation follows one pattern: validate, build the new files under a
+// temporary name, open one metadata transaction, record, rename into place,
+// commit; whatever was half-made is removed if a step fails. On Open the
+// snapshotter reconciles metadata with disk and logs what it did.
+//
+// Thread-safe. Metadata operations are serialised; the expensive part of
+// Commit (turning a directory into an image) runs outside the lock, so
+// concurrent commits convert in parallel.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "evs/common/status.h"
+#include "evs/snapshot/layer_mounter.h"
+#include "evs/snapshot/layer_store.h"
+#include "evs/snapshot/metadata_store.h"
+#include "evs/snapshot/types.h"
+
+namespace evs::snapshot {
+
+// The label containerd puts on a Prepare during an unpacking pull, naming
+// the chain ID the layer will be committed as (reference/
+// remote-snapshotters.md §1 "How a remote snapshot is prepared").
+inline constexpr const char* kTargetRefLabel = "containerd.io/snapshot.ref";
+
+// A layer evs can obtain by itself instead of containerd unpacking it
+// (convert-on-pull, lazy; DESIGN.md §1). Prepare consults it when the labels
+// carry kTargetRefLabel; on success the snapshotter commits the layer under
+// that name and Prepare returns AlreadyExists, so containerd skips download
+// and unpack. Implementations must be thread-safe.
+class RemoteLayerSource {
+ public:
+  virtual ~RemoteLayerSource() = default;
+  // Returns the layer staged in `store`'s staging area, or an error; any
+  // error makes Prepare fall back to an ordinary active snapshot (the
+  // snapshotter logs the reason). May block on the network.
+  virtual Result<StagedLayer> Fetch(LayerStore& store, const std::string& key,
+                                    const std::string& parent, const Labels& labels) = 0;
+};
+
+struct SnapshotterOptions {
+  // Everything lives here; created 0700 if missing.
+  std::string root = "/var/lib/containerd-evs";
+  // Layer verification (DESIGN.md §5).
+  VerityMode verity = VerityMode::kAuto;
+  // Optional; not owned; must outlive the snapshotter.
+  RemoteLayerSource* remote = nullptr;
+};
+
+class Snapshotter {
+ public:
+  // Opens the root (taking an exclusive lock on <root>/lock, so two daemons
+  // never share one), migrates metadata, probes how layers mount, and
+  // reconciles: removes staging leftovers, directories and layers no
+  // committed metadata names, and stale mounts; remounts committed layers.
+  // Fails with FailedPrecondition when another process holds the root.
+  static Result<std::unique_ptr<Snapshotter>> Open(const SnapshotterOptions& options);
+  ~Snapshotter();
+
+  // Creates an active snapshot `key` on top of the committed `parent` (""
+  // for none) and returns the mounts for its writable root. Errors:
+  // AlreadyExists (key taken), NotFound (no parent), InvalidArgument (parent
+  // not committed, empty key, a label over 4096 bytes).
+  Result<std::vector<Mount>> Prepare(const std::string& key, const std::string& parent,
+                                     const Labels& labels);
+  // Like Prepare, for a read-only view.
+  Result<std::vector<Mount>> View(const std::string& key, const std::string& parent,
+                                  const Labels& labels);
+  // The mounts of an active or view snapshot. NotFound, or
+  // FailedPrecondition for a committed one.
+  Result<std::vector<Mount>> Mounts(const std::string& key);
+  // Turns active snapshot `key` into committed `name`: its upper directory
+  // becomes layer.erofs with its verity tree (stored once per content),
+  // which is mounted read-only; then the directory is removed. Labels
+  // replace the active snapshot's. Errors: AlreadyExists (name taken),
+  // NotFound (no key), FailedPrecondition (not active, or a commit of it is
+  // in progress). Costs a read of the whole upper directory.
+  Status Commit(const std::string& name, const std::string& key, const Labels& labels);
+  // Removes a snapshot and, once nothing references them, its directory and
+  // layer. NotFound, or FailedPrecondition when it has children.
+  Status Remove(const std::string& key);
+  Result<Info> Stat(const std::string& key);
+  // Updates labels: `fieldpaths` "labels" (replace all) or "labels.<key>"
+  // (one label; an empty or absent value removes it); none means all
+  // mutable fields. Any other path is InvalidArgument.
+  Result<Info> Update(const Info& info, const std::vector<std::string>& fieldpaths);
+  // Active: measured now from the upper directory (O(files)). Committed: the
+  // layer file's allocated bytes and its inode count. View: zero.
+  Result<Usage> GetUsage(const std::string& key);
+  // Snapshots matching any of `filters` (filter.h); InvalidArgument on a
+  // syntax error.
+  Result<std::vector<Info>> List(const std::vector<std::string>& filters);
+  // Removes directories, layers and mounts that nothing references.
+  Status Cleanup();
+  // Shutdown: unmounts every layer mount that no other mount uses (a layer
+  // under a running container's overlay is left in place) and releases the
+  // root lock. Further calls fail with Unavailable.
+  Status Close();
+
+  const std::string& root() const { return options_.root; }
+  VerityMode verity() const;
+  BackingMode backing() const;
+
+ private:
+  explicit Snapshotter(SnapshotterOptions options) : options_(std::move(options)) {}
+  struct ReconcileReport;
+
+  Result<std::vector<Mount>> CreateSnapshot(Kind kind, const std::string& key,
+                                            const std::string& parent, const Labels& labels);
+  // Installs a staged layer under an open transaction: reuses an identical
+  // stored layer or publishes, records and mounts this one. `published` is
+  // set when a new directory was published (to undo it if the transaction
+  // fails).
+  Result<int64_t> InstallLayer(StagedLayer* staged, bool* published);
+  Status UndoInstall(int64_t layer_id, const std::string& digest);
+  Result<std::vector<std::string>> MountedLowers(int64_t parent_id);
+  Result<std::vector<Mount>> MountsFor(const SnapshotRecord& record);
+  Status CheckOpen() const;
+  Status Reconcile(bool at_start);
+
+  std::string SnapshotDir(int64_t id) const;
+
+  SnapshotterOptions options_;
+  std::mutex mu_;
+  bool closed_ = false;
+  int lock_fd_ = -1;
+  bool overlay_index_off_ = true;
+  std::unique_ptr<MetadataStore> store_;
+  std::unique_ptr<LayerStore> layers_;
+  std::unique_ptr<LayerMounter> mounter_;
+  std::set<int64_t> committing_;  // active snapshot ids being converted
+};
+
+}  // namespace evs::snapshot

@@ -1,0 +1,137 @@
+#include "config.h"
+
+#include <toml++/toml.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <optional>
+#include <sstream>
+
+#include "evs/common/file.h"
+#include "evs/common/log.h"
+
+namespace evs::plugin {
+namespace {
+
+Result<std::string> StringKey(const toml::node& node, const std::string& origin,
+                              std::string_view key) {
+  auto v = node.value<std::string>();
+  if (!v) return InvalidArgumentError(origin, ": key \"", key, "\" must be a string");
+  return *v;
+}
+
+Status SetVerity(const std::string& text, const std::string& origin, DaemonConfig* config) {
+  auto mode = snapshot::ParseVerityMode(text);
+  if (!mode.ok()) return mode.status().Annotate(origin);
+  config->verity = *mode;
+  return OkStatus();
+}
+
+Status SetLogLevel(const std::string& text, const std::string& origin, DaemonConfig* config) {
+  LogLevel level;
+  if (!ParseLogLevel(text, &level)) {
+    return InvalidArgumentError(origin, ": log_level \"", text,
+                                "\": want debug, info, warn or error");
+  }
+  config->log_level = text;
+  return OkStatus();
+}
+
+}  // namespace
+
+Status ApplyToml(const std::string& toml_text, const std::string& origin, DaemonConfig* config) {
+  toml::table table;
+  try {
+    table = toml::parse(toml_text, origin);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream where;
+    where << e.source().begin;
+    return InvalidArgumentError(origin, ": ", e.description(), " at ", where.str());
+  }
+  for (const auto& [key, node] : table) {
+    std::string k(key.str());
+    if (k == "root") {
+      EVS_ASSIGN_OR_RETURN(config->root, StringKey(node, origin, k));
+    } else if (k == "address") {
+      EVS_ASSIGN_OR_RETURN(config->address, StringKey(node, origin, k));
+    } else if (k == "verity") {
+      EVS_ASSIGN_OR_RETURN(std::string v, StringKey(node, origin, k));
+      EVS_RETURN_IF_ERROR(SetVerity(v, origin, config));
+    } else if (k == "log_level") {
+      EVS_ASSIGN_OR_RETURN(std::string v, StringKey(node, origin, k));
+      EVS_RETURN_IF_ERROR(SetLogLevel(v, origin, config));
+    } else if (k == "shutdown_timeout_seconds") {
+      auto v = node.value<int64_t>();
+      if (!v || *v < 0 || *v > 3600) {
+        return InvalidArgumentError(origin, ": key \"", k, "\" must be an integer in [0, 3600]");
+      }
+      config->shutdown_timeout_seconds = static_cast<int>(*v);
+    } else {
+      return InvalidArgumentError(origin, ": unknown key \"", k, "\"");
+    }
+  }
+  return OkStatus();
+}
+
+Result<DaemonConfig> LoadDaemonConfig(int argc, const char* const* argv, int* exit_code) {
+  *exit_code = -1;
+  CLI::App app{
+      "containerd-evs-grpc: a containerd snapshotter (proxy plugin) that stores every layer as "
+      "EROFS protected by a dm-verity hash tree. Flags override the config file.",
+      "containerd-evs-grpc"};
+  app.set_version_flag("--version", "containerd-evs-grpc 0.1.0");
+  std::string config_path = kDefaultConfigPath;
+  std::string root, address, verity, log_level;
+  int shutdown_timeout = 0;
+  auto* config_opt =
+      app.add_option("--config", config_path, "TOML configuration file")->capture_default_str();
+  auto* root_opt = app.add_option("--root", root, "root directory (key: root)");
+  auto* address_opt =
+      app.add_option("--address", address, "unix socket to serve on (key: address)");
+  auto* verity_opt = app.add_option(
+      "--verity", verity, "layer verification: auto, kernel, userspace, off (key: verity)");
+  auto* log_opt =
+      app.add_option("--log-level", log_level, "debug, info, warn, error (key: log_level)");
+  auto* timeout_opt = app.add_option("--shutdown-timeout-seconds", shutdown_timeout,
+                                     "grace period for in-flight calls on SIGTERM "
+                                     "(key: shutdown_timeout_seconds)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    *exit_code = app.exit(e);
+    return DaemonConfig{};
+  } catch (const CLI::ParseError& e) {
+    std::ostringstream out, err;
+    int code = app.exit(e, out, err);
+    (void)code;
+    return InvalidArgumentError(err.str().empty() ? e.what() : err.str());
+  }
+
+  DaemonConfig config;
+  bool explicit_config = config_opt->count() > 0;
+  if (explicit_config || ::access(config_path.c_str(), F_OK) == 0) {
+    auto text = ReadFileToString(config_path, 1 << 20);
+    if (!text.ok()) return text.status().Annotate("config");
+    EVS_RETURN_IF_ERROR(ApplyToml(*text, config_path, &config));
+    config.config_path = config_path;
+  }
+  if (root_opt->count()) config.root = root;
+  if (address_opt->count()) config.address = address;
+  if (verity_opt->count()) EVS_RETURN_IF_ERROR(SetVerity(verity, "--verity", &config));
+  if (log_opt->count()) EVS_RETURN_IF_ERROR(SetLogLevel(log_level, "--log-level", &config));
+  if (timeout_opt->count()) {
+    if (shutdown_timeout < 0 || shutdown_timeout > 3600) {
+      return InvalidArgumentError("--shutdown-timeout-seconds must be in [0, 3600]");
+    }
+    config.shutdown_timeout_seconds = shutdown_timeout;
+  }
+  if (config.root.empty() || config.root[0] != '/') {
+    return InvalidArgumentError("root \"", config.root, "\" must be an absolute path");
+  }
+  if (config.address.empty() || config.address[0] != '/') {
+    return InvalidArgumentError("address \"", config.address, "\" must be an absolute path");
+  }
+  return config;
+}
+
+}  // namespace evs::plugin

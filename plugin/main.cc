@@ -1,0 +1,111 @@
+// containerd-evs-grpc: serves containerd's snapshots API on a unix socket
+// (DESIGN.md §7). containerd reaches it through a proxy_plugins entry; see
+// docs/snapshotter.md.
+//
+// Lifecycle: parse flags and config; open the snapshotter (reconciling the
+// root); prepare the socket (refusing a path a live daemon serves, replacing
+// a stale one); serve. SIGTERM or SIGINT stops accepting calls, lets
+// in-flight calls finish (up to shutdown_timeout_seconds, then cancels
+// them), and leaves in place every layer mount a container uses.
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include "config.h"
+#include "evs/common/log.h"
+#include "evs/snapshot/snapshotter.h"
+#include "listen_socket.h"
+#include "snapshots_service.h"
+
+namespace {
+
+// containerd's default gRPC message limit (defaults.DefaultMaxRecvMsgSize).
+constexpr int kMaxMessageBytes = 16 << 20;
+
+int Run(int argc, char** argv) {
+  // Signals are taken by sigwait() in this thread; block them before any
+  // other thread (gRPC's) exists so none of those receives them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // A client that goes away mid-write must not kill the daemon.
+  signal(SIGPIPE, SIG_IGN);
+
+  int exit_code = -1;
+  auto config = evs::plugin::LoadDaemonConfig(argc, argv, &exit_code);
+  if (exit_code >= 0) return exit_code;
+  if (!config.ok()) {
+    std::fprintf(stderr, "containerd-evs-grpc: %s\n", config.status().message().c_str());
+    return 2;
+  }
+  evs::LogLevel level;
+  if (evs::ParseLogLevel(config->log_level, &level)) evs::SetLogLevel(level);
+  EVS_LOG(kInfo) << "starting containerd-evs-grpc" << evs::Kv("root", config->root)
+                 << evs::Kv("address", config->address)
+                 << evs::Kv("config", config->config_path.empty() ? "none" : config->config_path)
+                 << evs::Kv("verity", evs::snapshot::VerityModeName(config->verity));
+
+  evs::snapshot::SnapshotterOptions options;
+  options.root = config->root;
+  options.verity = config->verity;
+  auto sn = evs::snapshot::Snapshotter::Open(options);
+  if (!sn.ok()) {
+    EVS_LOG(kError) << "cannot open the snapshotter" << evs::Kv("error", sn.status().ToString());
+    return 1;
+  }
+
+  evs::Status socket_status = evs::plugin::PrepareSocketPath(config->address);
+  if (!socket_status.ok()) {
+    EVS_LOG(kError) << "cannot serve" << evs::Kv("error", socket_status.ToString());
+    return 1;
+  }
+
+  evs::plugin::SnapshotsService service(sn->get());
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("unix:" + config->address, grpc::InsecureServerCredentials());
+  builder.RegisterService(&service);
+  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  builder.SetMaxSendMessageSize(kMaxMessageBytes);
+  // The socket is created by gRPC; a umask makes it 0660 from its first
+  // moment, so no client ever sees it more open than that.
+  mode_t old_umask = ::umask(0117);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ::umask(old_umask);
+  if (!server) {
+    EVS_LOG(kError) << "cannot listen" << evs::Kv("address", config->address);
+    return 1;
+  }
+  if (::chmod(config->address.c_str(), 0660) != 0) {
+    EVS_LOG(kWarning) << "chmod 0660 failed" << evs::Kv("address", config->address);
+  }
+  EVS_LOG(kInfo) << "serving" << evs::Kv("address", config->address);
+
+  int sig = 0;
+  while (sigwait(&signals, &sig) != 0) {
+  }
+  EVS_LOG(kInfo) << "signal received; stopping" << evs::Kv("signal", strsignal(sig))
+                 << evs::Kv("grace_s", config->shutdown_timeout_seconds);
+  auto deadline =
+      std::chrono::system_clock::now() + std::chrono::seconds(config->shutdown_timeout_seconds);
+  // Stops accepting, waits for in-flight calls until the deadline, then
+  // cancels what is left.
+  server->Shutdown(deadline);
+  server->Wait();
+  evs::Status closed = (*sn)->Close();
+  sn->reset();
+  if (::unlink(config->address.c_str()) != 0 && errno != ENOENT) {
+    EVS_LOG(kWarning) << "cannot remove socket" << evs::Kv("address", config->address);
+  }
+  EVS_LOG(kInfo) << "stopped" << evs::Kv("status", closed.ok() ? "OK" : closed.ToString());
+  return closed.ok() ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return Run(argc, argv); }

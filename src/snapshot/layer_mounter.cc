@@ -1,0 +1,271 @@
+#include "evs/snapshot/layer_mounter.h"
+
+#include <dirent.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "evs/common/file.h"
+#include "evs/common/log.h"
+
+namespace evs::snapshot {
+namespace {
+
+bool KernelHasDeviceMapperVerity() {
+  if (::access("/dev/mapper/control", F_OK) != 0) return false;
+  struct stat st;
+  // Built in or already loaded; a loadable module that is not loaded yet is
+  // found by modprobe in the kernel mode's activation.
+  return ::stat("/sys/module/dm_verity", &st) == 0;
+}
+
+// Mounts `image` read-only at `target` with the chosen backing.
+Result<MountPoint> MountImage(const std::string& image, uint64_t image_size,
+                              const std::string& target, BackingMode backing) {
+  if (backing == BackingMode::kFile) {
+    return MountPoint::Mount(image, target, "erofs", MS_RDONLY, "");
+  }
+  EVS_ASSIGN_OR_RETURN(LoopDevice loop, LoopDevice::AttachReadOnly(image, 0, image_size));
+  EVS_ASSIGN_OR_RETURN(MountPoint mp,
+                       MountPoint::Mount(loop.path(), target, "erofs", MS_RDONLY, ""));
+  // With autoclear the loop device goes away with the mount.
+  loop.Release();
+  return mp;
+}
+
+}  // namespace
+
+Result<VerityMode> ParseVerityMode(std::string_view text) {
+  if (text == "auto") return VerityMode::kAuto;
+  if (text == "kernel") return VerityMode::kKernel;
+  if (text == "userspace") return VerityMode::kUserspace;
+  if (text == "off") return VerityMode::kOff;
+  return InvalidArgumentError("verity mode \"", text, "\": want auto, kernel, userspace or off");
+}
+
+std::string_view VerityModeName(VerityMode mode) {
+  switch (mode) {
+    case VerityMode::kAuto:
+      return "auto";
+    case VerityMode::kKernel:
+      return "kernel";
+    case VerityMode::kUserspace:
+      return "userspace";
+    case VerityMode::kOff:
+      return "off";
+  }
+  return "?";
+}
+
+std::string_view BackingModeName(BackingMode mode) {
+  return mode == BackingMode::kFile ? "file" : "loop";
+}
+
+Result<std::unique_ptr<LayerMounter>> LayerMounter::Create(const LayerMounterOptions& options,
+                                                           const std::string& probe_image) {
+  std::unique_ptr<LayerMounter> m(new LayerMounter());
+  m->mount_dir_ = options.mount_dir;
+  EVS_RETURN_IF_ERROR(MakeDirs(m->mount_dir_, 0700));
+
+  switch (options.verity) {
+    case VerityMode::kOff:
+      m->verity_ = VerityMode::kOff;
+      break;
+    case VerityMode::kKernel:
+      if (!KernelHasDeviceMapperVerity()) {
+        return FailedPreconditionError(
+            "verity mode kernel: no device-mapper verity here (/dev/mapper/control or "
+            "/sys/module/dm_verity missing); use auto or userspace");
+      }
+      return UnimplementedError("verity mode kernel: dm-verity activation is not built yet");
+    case VerityMode::kUserspace:
+    case VerityMode::kAuto:
+      return UnimplementedError("verity mode ", VerityModeName(options.verity),
+                                ": userspace block verification is not built yet; set verity "
+                                "= \"off\" to run without verification");
+  }
+
+  // Probe the backing once: a file-backed mount of a tiny image, else loop.
+  std::string target = JoinPath(options.scratch_dir, "probe-mnt");
+  (void)evs::Unmount(target, /*detach=*/true);
+  (void)::rmdir(target.c_str());
+  if (::mkdir(target.c_str(), 0700) != 0) return ErrnoError(errno, StrCat("mkdir ", target));
+  auto probe = MountPoint::Mount(probe_image, target, "erofs", MS_RDONLY, "");
+  if (probe.ok()) {
+    m->backing_ = BackingMode::kFile;
+    EVS_RETURN_IF_ERROR(probe->Unmount());
+  } else {
+    m->backing_ = BackingMode::kLoop;
+    auto loop = MountImage(probe_image, 0, target, BackingMode::kLoop);
+    if (!loop.ok()) {
+      ::rmdir(target.c_str());
+      return FailedPreconditionError("cannot mount EROFS images here: file-backed mount failed (",
+                                     probe.status().message(), "), loop mount failed (",
+                                     loop.status().message(), ")");
+    }
+    EVS_RETURN_IF_ERROR(loop->Unmount());
+  }
+  ::rmdir(target.c_str());
+  EVS_LOG(kInfo) << "layer mounts" << Kv("backing", BackingModeName(m->backing_))
+                 << Kv("verity", VerityModeName(m->verity_));
+  return m;
+}
+
+LayerMounter::~LayerMounter() = default;
+
+std::string LayerMounter::MountPath(int64_t layer_id) const {
+  return JoinPath(mount_dir_, std::to_string(layer_id));
+}
+
+Status LayerMounter::Mount(const LayerRecord& layer, const std::string& image_path) {
+  if (IsMounted(layer.id)) return OkStatus();
+  std::string target = MountPath(layer.id);
+  if (::mkdir(target.c_str(), 0755) != 0 && errno != EEXIST) {
+    return ErrnoError(errno, StrCat("layer ", layer.digest, ": mkdir ", target));
+  }
+  auto mp = MountImage(image_path, layer.image_size, target, backing_);
+  if (!mp.ok()) {
+    ::rmdir(target.c_str());
+    return mp.status().Annotate(StrCat("layer ", layer.digest));
+  }
+  struct stat st;
+  std::string device;
+  if (::stat(target.c_str(), &st) == 0) device = StrCat(major(st.st_dev), ":", minor(st.st_dev));
+  mounts_[layer.id] = Mounted{std::move(*mp), std::move(device)};
+  return OkStatus();
+}
+
+Status LayerMounter::Unmount(int64_t layer_id) {
+  auto it = mounts_.find(layer_id);
+  if (it == mounts_.end()) return OkStatus();
+  EVS_RETURN_IF_ERROR(it->second.mount.Unmount());
+  std::string target = MountPath(layer_id);
+  mounts_.erase(it);
+  if (::rmdir(target.c_str()) != 0 && errno != ENOENT) {
+    return ErrnoError(errno, StrCat("rmdir ", target));
+  }
+  return OkStatus();
+}
+
+Status LayerMounter::UnmountAll() {
+  Status first;
+  std::vector<int64_t> ids;
+  for (const auto& [id, m] : mounts_) ids.push_back(id);
+  for (int64_t id : ids) {
+    Status s = Unmount(id);
+    if (!s.ok()) {
+      EVS_LOG(kWarning) << "layer mount left in place" << Kv("path", MountPath(id))
+                        << Kv("error", s.ToString());
+      mounts_[id].mount.Release();
+      mounts_.erase(id);
+      if (first.ok()) first = s;
+    }
+  }
+  return first;
+}
+
+namespace {
+
+std::vector<std::string> Split(std::string_view s, char sep) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (;;) {
+    size_t end = s.find(sep, start);
+    out.emplace_back(s.substr(start, end == std::string_view::npos ? end : end - start));
+    if (end == std::string_view::npos) return out;
+    start = end + 1;
+  }
+}
+
+// True when lowerdir element `element` names `path`: equal, or a relative
+// suffix of it on a path component boundary.
+bool NamesPath(const std::string& element, const std::string& path) {
+  if (element.empty()) return false;
+  if (element == path) return true;
+  if (element[0] == '/' || element.size() >= path.size()) return false;
+  return path.compare(path.size() - element.size(), element.size(), element) == 0 &&
+         path[path.size() - element.size() - 1] == '/';
+}
+
+}  // namespace
+
+std::set<int64_t> LayerMounter::LayersInUse() const {
+  std::set<int64_t> used;
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    // id parent major:minor root mountpoint options [optional...] - fstype source superopts
+    std::istringstream fields(line);
+    std::string id, parent, device, root, mountpoint;
+    fields >> id >> parent >> device >> root >> mountpoint;
+    size_t dash = line.find(" - ");
+    if (dash == std::string::npos) continue;
+    std::istringstream tail(line.substr(dash + 3));
+    std::string fstype, source, superopts;
+    tail >> fstype >> source >> superopts;
+    for (const auto& [layer_id, m] : mounts_) {
+      if (used.count(layer_id)) continue;
+      if (!m.device.empty() && device == m.device && mountpoint != m.mount.target()) {
+        used.insert(layer_id);
+      }
+    }
+    if (fstype != "overlay") continue;
+    for (const std::string& opt : Split(superopts, ',')) {
+      if (opt.rfind("lowerdir=", 0) != 0) continue;
+      for (const std::string& element : Split(std::string_view(opt).substr(9), ':')) {
+        for (const auto& [layer_id, m] : mounts_) {
+          if (NamesPath(element, m.mount.target())) used.insert(layer_id);
+        }
+      }
+    }
+  }
+  return used;
+}
+
+Result<int> LayerMounter::ReleaseForShutdown() {
+  std::set<int64_t> used = LayersInUse();
+  int left = 0;
+  for (int64_t id : used) {
+    auto it = mounts_.find(id);
+    if (it == mounts_.end()) continue;
+    it->second.mount.Release();
+    mounts_.erase(it);
+    ++left;
+  }
+  EVS_RETURN_IF_ERROR(UnmountAll());
+  return left;
+}
+
+Result<int> LayerMounter::RemoveStale() {
+  DIR* d = ::opendir(mount_dir_.c_str());
+  if (d == nullptr) return ErrnoError(errno, StrCat("opendir ", mount_dir_));
+  std::vector<std::string> names;
+  while (struct dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") names.push_back(std::move(n));
+  }
+  ::closedir(d);
+  int removed = 0;
+  for (const std::string& n : names) {
+    char* end = nullptr;
+    long long id = std::strtoll(n.c_str(), &end, 10);
+    if (end != nullptr && *end == '\0' && IsMounted(id)) continue;
+    std::string path = JoinPath(mount_dir_, n);
+    // A daemon that was killed left its mounts; detach them (containers
+    // that use them hold their own clones).
+    for (int stacked = 0; stacked < 64 && IsMountPoint(path); ++stacked) {
+      EVS_RETURN_IF_ERROR(evs::Unmount(path, /*detach=*/true));
+    }
+    EVS_RETURN_IF_ERROR(RemoveTree(path));
+    ++removed;
+  }
+  return removed;
+}
+
+}  // namespace evs::snapshot

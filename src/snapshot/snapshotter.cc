@@ -1,0 +1,692 @@
+#include "evs/snapshot/snapshotter.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <optional>
+
+#include "evs/common/digest.h"
+#include "evs/common/file.h"
+#include "evs/common/log.h"
+#include "evs/snapshot/filter.h"
+#include "evs/snapshot/mounts.h"
+
+namespace evs::snapshot {
+namespace {
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+double MillisSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+      .count();
+}
+
+// Removes a directory tree when destroyed unless dismissed: the deferred
+// clean-up of a half-made snapshot directory (overlay.go createSnapshot).
+class DirGuard {
+ public:
+  explicit DirGuard(std::string path) : path_(std::move(path)) {}
+  ~DirGuard() {
+    if (path_.empty()) return;
+    Status s = RemoveTree(path_);
+    if (!s.ok()) {
+      EVS_LOG(kWarning) << "clean-up failed" << Kv("error", s.ToString());
+    }
+  }
+  void Move(std::string path) { path_ = std::move(path); }
+  void Dismiss() { path_.clear(); }
+
+ private:
+  std::string path_;
+};
+
+Status MakeDir(const std::string& path, mode_t mode) {
+  if (::mkdir(path.c_str(), mode) != 0) return ErrnoError(errno, StrCat("mkdir ", path));
+  // mkdir(2) applies the umask; the root of a snapshot must be exactly 0755
+  // (containerd's testsuite checks it), whatever umask the daemon has.
+  if (::chmod(path.c_str(), mode) != 0) return ErrnoError(errno, StrCat("chmod ", path));
+  return OkStatus();
+}
+
+std::vector<std::string> ListDir(const std::string& dir) {
+  std::vector<std::string> names;
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return names;
+  while (struct dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") names.push_back(std::move(n));
+  }
+  ::closedir(d);
+  return names;
+}
+
+std::optional<int64_t> ParseId(const std::string& name) {
+  if (name.empty() || name.size() > 18) return std::nullopt;
+  for (char c : name) {
+    if (c < '0' || c > '9') return std::nullopt;
+  }
+  return std::strtoll(name.c_str(), nullptr, 10);
+}
+
+}  // namespace
+
+struct Snapshotter::ReconcileReport {
+  int snapshot_dirs_removed = 0;
+  int layer_dirs_removed = 0;
+  int layers_removed = 0;
+  int staging_removed = 0;
+  int stale_mounts_removed = 0;
+  int layers_mounted = 0;
+  int layers_missing = 0;
+  int snapshots_missing_dirs = 0;
+};
+
+Result<std::unique_ptr<Snapshotter>> Snapshotter::Open(const SnapshotterOptions& options) {
+  auto start = std::chrono::steady_clock::now();
+  if (options.root.empty() || options.root[0] != '/') {
+    return InvalidArgumentError("root \"", options.root, "\" must be an absolute path");
+  }
+  std::unique_ptr<Snapshotter> s(new Snapshotter(options));
+  const std::string& root = s->options_.root;
+  EVS_RETURN_IF_ERROR(MakeDirs(root, 0700));
+
+  std::string lock_path = JoinPath(root, "lock");
+  s->lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (s->lock_fd_ < 0) return ErrnoError(errno, StrCat("open ", lock_path));
+  if (::flock(s->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    return FailedPreconditionError("root ", root, " is in use by another containerd-evs-grpc (",
+                                   lock_path, " is locked)");
+  }
+
+  EVS_RETURN_IF_ERROR(MakeDirs(JoinPath(root, "snapshots"), 0700));
+  EVS_ASSIGN_OR_RETURN(s->store_, MetadataStore::Open(JoinPath(root, "metadata.db")));
+  EVS_ASSIGN_OR_RETURN(s->layers_, LayerStore::Open(JoinPath(root, "layers")));
+
+  // Staging leftovers go first, so the probe image below gets a clean area.
+  ReconcileReport report;
+  for (const std::string& n : ListDir(s->layers_->staging_dir())) {
+    EVS_RETURN_IF_ERROR(RemoveTree(JoinPath(s->layers_->staging_dir(), n)));
+    ++report.staging_removed;
+  }
+
+  {
+    // The probe image: an empty layer built the way every layer is built.
+    std::string empty = JoinPath(s->layers_->staging_dir(), "probe-root");
+    EVS_RETURN_IF_ERROR(MakeDirs(empty, 0755));
+    DirGuard empty_guard(empty);
+    EVS_ASSIGN_OR_RETURN(StagedLayer probe, s->layers_->BuildFromDirectory(empty, "probe"));
+    LayerMounterOptions mo;
+    mo.mount_dir = JoinPath(root, "m");
+    mo.scratch_dir = s->layers_->staging_dir();
+    mo.verity = options.verity;
+    EVS_ASSIGN_OR_RETURN(s->mounter_, LayerMounter::Create(mo, probe.image_path()));
+  }
+  // containerd's overlay snapshotter adds index=off when the kernel has the
+  // option (overlay.go supportsIndex).
+  s->overlay_index_off_ = ::access("/sys/module/overlay/parameters/index", F_OK) == 0;
+
+  EVS_RETURN_IF_ERROR(s->Reconcile(/*at_start=*/true));
+  EVS_LOG(kInfo) << "snapshotter ready" << Kv("root", root)
+                 << Kv("verity", VerityModeName(s->mounter_->verity()))
+                 << Kv("backing", BackingModeName(s->mounter_->backing()))
+                 << Kv("ms", static_cast<int64_t>(MillisSince(start)));
+  return s;
+}
+
+Snapshotter::~Snapshotter() {
+  if (!closed_) (void)Close();
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+VerityMode Snapshotter::verity() const { return mounter_->verity(); }
+BackingMode Snapshotter::backing() const { return mounter_->backing(); }
+
+std::string Snapshotter::SnapshotDir(int64_t id) const {
+  return JoinPath(JoinPath(options_.root, "snapshots"), std::to_string(id));
+}
+
+Status Snapshotter::CheckOpen() const {
+  if (closed_) return UnavailableError("snapshotter at ", options_.root, " is shutting down");
+  return OkStatus();
+}
+
+Result<std::vector<std::string>> Snapshotter::MountedLowers(int64_t parent_id) {
+  std::vector<std::string> lowers;
+  if (parent_id == 0) return lowers;
+  EVS_ASSIGN_OR_RETURN(std::vector<SnapshotRecord> chain, store_->Ancestors(parent_id));
+  for (const SnapshotRecord& ancestor : chain) {
+    if (ancestor.kind != Kind::kCommitted || ancestor.layer_id == 0) {
+      return DataLossError("snapshot ", ancestor.key, " is a parent but holds no layer");
+    }
+    if (!mounter_->IsMounted(ancestor.layer_id)) {
+      EVS_ASSIGN_OR_RETURN(LayerRecord layer, store_->GetLayer(ancestor.layer_id));
+      EVS_ASSIGN_OR_RETURN(std::string image, layers_->ImagePathFor(layer.digest));
+      EVS_RETURN_IF_ERROR(
+          mounter_->Mount(layer, image).Annotate(StrCat("snapshot ", ancestor.key)));
+    }
+    lowers.push_back(mounter_->MountPath(ancestor.layer_id));
+  }
+  return lowers;
+}
+
+Result<std::vector<Mount>> Snapshotter::MountsFor(const SnapshotRecord& record) {
+  MountState state;
+  state.kind = record.kind;
+  std::string dir = SnapshotDir(record.id);
+  state.fs_dir = JoinPath(dir, "fs");
+  state.work_dir = JoinPath(dir, "work");
+  state.overlay_index_off = overlay_index_off_;
+  EVS_ASSIGN_OR_RETURN(state.lowers, MountedLowers(record.parent_id));
+  return BuildMounts(state);
+}
+
+Result<std::vector<Mount>> Snapshotter::Prepare(const std::string& key, const std::string& parent,
+                                                const Labels& labels) {
+  // The convert-on-pull and lazy paths (DESIGN.md §1) plug in here: when
+  // containerd names the chain ID this layer will be committed as, evs may
+  // produce the layer itself and answer AlreadyExists.
+  if (options_.remote != nullptr && labels.count(kTargetRefLabel) != 0) {
+    EVS_RETURN_IF_ERROR(ValidateLabels(labels));
+    const std::string& target = labels.at(kTargetRefLabel);
+    auto staged = options_.remote->Fetch(*layers_, key, parent, labels);
+    if (staged.ok()) {
+      Status s = [&]() -> Status {
+        std::lock_guard<std::mutex> lock(mu_);
+        EVS_RETURN_IF_ERROR(CheckOpen());
+        EVS_ASSIGN_OR_RETURN(auto txn, store_->Begin());
+        EVS_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> existing, store_->FindSnapshot(target));
+        if (existing) return AlreadyExistsError("snapshot ", target, ": already exists");
+        SnapshotRecord r;
+        r.kind = Kind::kCommitted;
+        r.key = target;
+        r.labels = labels;
+        if (!parent.empty()) {
+          EVS_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> p, store_->FindSnapshot(parent));
+          if (!p || p->kind != Kind::kCommitted) {
+            return FailedPreconditionError("parent ", parent, " is not a committed snapshot");
+          }
+          r.parent_id = p->id;
+        }
+        bool published = false;
+        EVS_ASSIGN_OR_RETURN(int64_t layer_id, InstallLayer(&*staged, &published));
+        std::string digest = staged->record().digest;
+        r.layer_id = layer_id;
+        r.created_ns = r.updated_ns = NowNs();
+        Status st = [&]() -> Status {
+          EVS_ASSIGN_OR_RETURN(LayerRecord layer, store_->GetLayer(layer_id));
+          r.usage = layer.usage;
+          EVS_RETURN_IF_ERROR(store_->InsertSnapshot(r).status());
+          return txn->Commit();
+        }();
+        if (!st.ok() && published) (void)UndoInstall(layer_id, digest);
+        return st;
+      }();
+      if (s.ok()) {
+        EVS_LOG(kInfo) << "layer prepared remotely" << Kv("key", key) << Kv("name", target);
+        return AlreadyExistsError("snapshot ", target, ": already exists (prepared by evs)");
+      }
+      if (s.code() == Code::kAlreadyExists) return s;
+      EVS_LOG(kWarning) << "remote layer not committed; falling back to unpack" << Kv("key", key)
+                        << Kv("error", s.ToString());
+    } else {
+      EVS_LOG(kInfo) << "remote layer unavailable; falling back to unpack" << Kv("key", key)
+                     << Kv("reason", staged.status().ToString());
+    }
+  }
+  return CreateSnapshot(Kind::kActive, key, parent, labels);
+}
+
+Result<std::vector<Mount>> Snapshotter::View(const std::string& key, const std::string& parent,
+                                             const Labels& labels) {
+  return CreateSnapshot(Kind::kView, key, parent, labels);
+}
+
+Result<std::vector<Mount>> Snapshotter::CreateSnapshot(Kind kind, const std::string& key,
+                                                       const std::string& parent,
+                                                       const Labels& labels) {
+  if (key.empty()) return InvalidArgumentError("snapshot key must not be empty");
+  EVS_RETURN_IF_ERROR(ValidateLabels(labels).Annotate(StrCat("snapshot ", key)));
+
+  std::lock_guard<std::mutex> lock(mu_);
+  EVS_RETURN_IF_ERROR(CheckOpen());
+  EVS_ASSIGN_OR_RETURN(auto txn, store_->Begin());
+  EVS_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> existing, store_->FindSnapshot(key));
+  if (existing) return AlreadyExistsError("snapshot ", key, ": already exists");
+
+  SnapshotRecord record;
+  record.kind = kind;
+  record.key = key;
+  record.labels = labels;
+  record.created_ns = record.updated_ns = NowNs();
+  if (!parent.empty()) {
+    EVS_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> p, store_->FindSnapshot(parent));
+    if (!p) return NotFoundError("parent snapshot ", parent, " does not exist");
+    if (p->kind != Kind::kCommitted) {
+      return InvalidArgumentError("parent ", parent, " is not a committed snapshot");
+    }
+    record.parent_id = p->id;
+    record.parent_key = p->key;
+  }
+  EVS_ASSIGN_OR_RETURN(std::vector<std::string> lowers, MountedLowers(record.parent_id));
+
+  // Build the directory under a temporary name, record it, rename it into
+  // place, commit (overlay.go createSnapshot).
+  std::string snapshots_dir = JoinPath(options_.root, "snapshots");
+  std::string tmp = JoinPath(snapshots_dir, "new-XXXXXX");
+  if (::mkdtemp(tmp.data()) == nullptr) {
+    return ErrnoError(errno, StrCat("snapshot ", key, ": create directory in ", snapshots_dir));
+  }
+  DirGuard guard(tmp);
+  std::string fs = JoinPath(tmp, "fs");
+  EVS_RETURN_IF_ERROR(MakeDir(fs, 0755));
+  if (kind == Kind::kActive) EVS_RETURN_IF_ERROR(MakeDir(JoinPath(tmp, "work"), 0711));
+  if (!lowers.empty()) {
+    // The new root starts out owned like the parent's root (overlay.go).
+    struct stat st;
+    if (::stat(lowers[0].c_str(), &st) != 0) return ErrnoError(errno, StrCat("stat ", lowers[0]));
+    if (::lchown(fs.c_str(), st.st_uid, st.st_gid) != 0) {
+      return ErrnoError(errno, StrCat("chown ", fs));
+    }
+  }
+  EVS_ASSIGN_OR_RETURN(record.id, store_->InsertSnapshot(record));
+  std::string dir = SnapshotDir(record.id);
+  if (::rename(tmp.c_str(), dir.c_str()) != 0) {
+    return ErrnoError(errno, StrCat("snapshot ", key, ": rename ", tmp, " to ", dir));
+  }
+  guard.Move(dir);
+  EVS_RETURN_IF_ERROR(FsyncDir(snapshots_dir));
+  EVS_RETURN_IF_ERROR(txn->Commit().Annotate(StrCat("snapshot ", key)));
+  guard.Dismiss();
+
+  MountState state;
+  state.kind = kind;
+  state.fs_dir = JoinPath(dir, "fs");
+  state.work_dir = JoinPath(dir, "work");
+  state.lowers = std::move(lowers);
+  state.overlay_index_off = overlay_index_off_;
+  return BuildMounts(state);
+}
+
+Result<std::vector<Mount>> Snapshotter::Mounts(const std::string& key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  EVS_RETURN_IF_ERROR(CheckOpen());
+  EVS_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> r, store_->FindSnapshot(key));
+  if (!r) return NotFoundError("snapshot ", key, " does not exist");
+  if (r->kind != Kind::kActive && r->kind != Kind::kView) {
+    return FailedPreconditionError("snapshot ", key, " is not active or view");
+  }
+  return MountsFor(*r);
+}
+
+Result<int64_t> Snapshotter::InstallLayer(StagedLayer* staged, bool* published) {
+  *published = false;
+  const std::string digest = staged->record().digest;
+  EVS_ASSIGN_OR_RETURN(std::optional<LayerRecord> existing, store_->FindLayer(digest));
+  if (existing) {
+    // Stored once: the identical layer is already here (and mounted).
+    if (!mounter_->IsMounted(existing->id)) {
+      EVS_ASSIGN_OR_RETURN(std::string image, layers_->ImagePathFor(digest));
+      EVS_RETURN_IF_ERROR(mounter_->Mount(*existing, image));
+    }
+    return existing->id;
+  }
+  EVS_ASSIGN_OR_RETURN(bool fresh, layers_->Publish(staged));
+  if (!fresh) {
+    // A directory without a row: a crash after publishing and before the
+    // transaction committed. Replace it with this complete copy.
+    EVS_LOG(kWarning) << "replacing unrecorded layer directory" << Kv("layer", digest);
+    EVS_RETURN_IF_ERROR(layers_->Remove(digest));
+    EVS_ASSIGN_OR_RETURN(fresh, layers_->Publish(staged));
+    if (!fresh) return InternalError("layer ", digest, ": cannot publish");
+  }
+  *published = true;
+  LayerRecord record = staged->record();
+  EVS_ASSIGN_OR_RETURN(record.id, store_->InsertLayer(record));
+  EVS_ASSIGN_OR_RETURN(std::string image, layers_->ImagePathFor(digest));
+  EVS_RETURN_IF_ERROR(mounter_->Mount(record, image));
+  return record.id;
+}
+
+Status Snapshotter::UndoInstall(int64_t layer_id, const std::string& digest) {
+  Status s = mounter_->Unmount(layer_id);
+  Status r = layers_->Remove(digest);
+  if (!s.ok()) return s;
+  return r;
+}
+
+Status Snapshotter::Commit(const std::string& name, const std::string& key, const Labels& labels) {
+  if (name.empty()) return InvalidArgumentError("committed snapshot name must not be empty");
+  EVS_RETURN_IF_ERROR(ValidateLabels(labels).Annotate(StrCat("snapshot ", name)));
+  auto start = std::chrono::steady_clock::now();
+
+  int64_t id = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    EVS_RETURN_IF_ERROR(CheckOpen());
+    EVS_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> taken, store_->FindSnapshot(name));
+    if (taken) return AlreadyExistsError("committed snapshot ", name, ": already exists");
+    EVS_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> r, store_->FindSnapshot(key));
+    if (!r) return NotFoundError("snapshot ", key, " does not exist");
+    if (r->kind != Kind::kActive)
+      return FailedPreconditionError("snapshot ", key, " is not active");
+    if (committing_.count(r->id)) {
+      return FailedPreconditionError("snapshot ", key, " is already being committed");
+    }
+    id = r->id;
+    committing_.insert(id);
+  }
+  struct Unmark {
+    Snapshotter* s;
+    int64_t id;
+    ~Unmark() {
+      std::lock_guard<std::mutex> lock(s->mu_);
+      s->committing_.erase(id);
+    }
+  } unmark{this, id};
+
+  // The expensive part, outside the lock.
+  std::string dir = SnapshotDir(id);
+  EVS_ASSIGN_OR_RETURN(StagedLayer staged,
+                       layers_->BuildFromDirectory(JoinPath(dir, "fs"), StrCat("snapshot ", key)));
+  const std::string digest = staged.record().digest;
+  double convert_ms = MillisSince(start);
+
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    EVS_RETURN_IF_ERROR(CheckOpen());
+    EVS_ASSIGN_OR_RETURN(auto txn, store_->Begin());
+    bool published = false;
+    EVS_ASSIGN_OR_RETURN(int64_t layer_id, InstallLayer(&staged, &published));
+    Status s = [&]() -> Status {
+      EVS_ASSIGN_OR_RETURN(LayerRecord layer, store_->GetLayer(layer_id));
+      EVS_RETURN_IF_ERROR(store_->CommitSnapshot(id, name, layer_id, layer.usage, labels, NowNs()));
+      return txn->Commit();
+    }();
+    if (!s.ok()) {
+      if (published) (void)UndoInstall(layer_id, digest);
+      return s.Annotate(StrCat("commit ", key, " as ", name));
+    }
+    EVS_LOG(kInfo) << "snapshot committed" << Kv("key", key) << Kv("name", name)
+                   << Kv("layer", digest) << Kv("stored", published ? "new" : "shared")
+                   << Kv("convert_ms", static_cast<int64_t>(convert_ms))
+                   << Kv("ms", static_cast<int64_t>(MillisSince(start)));
+  }
+  // The upper directory is no longer named by any metadata; a failure here
+  // leaves it for Cleanup (and the next start).
+  Status rm = RemoveTree(dir);
+  if (!rm.ok()) {
+    EVS_LOG(kWarning) << "upper directory left for cleanup" << Kv("name", name)
+                      << Kv("error", rm.ToString());
+  }
+  return OkStatus();
+}
+
+Status Snapshotter::Remove(const std::string& key) {
+  std::optional<SnapshotRecord> removed;
+  std::optional<LayerRecord> dropped_layer;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    EVS_RETURN_IF_ERROR(CheckOpen());
+    EVS_ASSIGN_OR_RETURN(auto txn, store_->Begin());
+    EVS_ASSIGN_OR_RETURN(removed, store_->FindSnapshot(key));
+    if (!removed) return NotFoundError("snapshot ", key, " does not exist");
+    if (committing_.count(removed->id)) {
+      return FailedPreconditionError("snapshot ", key, " is being committed; cannot remove it");
+    }
+    EVS_ASSIGN_OR_RETURN(bool children, store_->HasChildren(removed->id));
+    if (children) {
+      return FailedPreconditionError("cannot remove snapshot ", key, ": it has children");
+    }
+    EVS_RETURN_IF_ERROR(store_->DeleteSnapshot(removed->id));
+    if (removed->layer_id != 0) {
+      EVS_ASSIGN_OR_RETURN(int64_t refs, store_->LayerReferences(removed->layer_id));
+      if (refs == 0) {
+        EVS_ASSIGN_OR_RETURN(dropped_layer, store_->GetLayer(removed->layer_id));
+        EVS_RETURN_IF_ERROR(store_->DeleteLayer(removed->layer_id));
+      }
+    }
+    EVS_RETURN_IF_ERROR(txn->Commit().Annotate(StrCat("remove ", key)));
+    // Files go after the commit: the key is gone either way, and what is
+    // left behind on failure is found by Cleanup (overlay.go Remove).
+    if (dropped_layer) {
+      Status s = mounter_->Unmount(dropped_layer->id);
+      if (s.ok()) s = layers_->Remove(dropped_layer->digest);
+      if (!s.ok()) {
+        EVS_LOG(kWarning) << "layer left for cleanup" << Kv("layer", dropped_layer->digest)
+                          << Kv("error", s.ToString());
+      }
+    }
+  }
+  if (removed->kind != Kind::kCommitted) {
+    Status s = RemoveTree(SnapshotDir(removed->id));
+    if (!s.ok()) {
+      EVS_LOG(kWarning) << "snapshot directory left for cleanup" << Kv("key", key)
+                        << Kv("error", s.ToString());
+    }
+  }
+  return OkStatus();
+}
+
+Result<Info> Snapshotter::Stat(const std::string& key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  EVS_RETURN_IF_ERROR(CheckOpen());
+  EVS_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> r, store_->FindSnapshot(key));
+  if (!r) return NotFoundError("snapshot ", key, " does not exist");
+  return r->ToInfo();
+}
+
+Result<Info> Snapshotter::Update(const Info& info, const std::vector<std::string>& fieldpaths) {
+  if (info.name.empty()) return InvalidArgumentError("snapshot name must not be empty");
+  std::lock_guard<std::mutex> lock(mu_);
+  EVS_RETURN_IF_ERROR(CheckOpen());
+  EVS_ASSIGN_OR_RETURN(auto txn, store_->Begin());
+  EVS_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> r, store_->FindSnapshot(info.name));
+  if (!r) return NotFoundError("snapshot ", info.name, " does not exist");
+
+  // snapshots/storage/bolt.go UpdateInfo.
+  Labels labels = r->labels;
+  if (fieldpaths.empty()) {
+    labels = info.labels;
+  } else {
+    for (const std::string& path : fieldpaths) {
+      if (path.rfind("labels.", 0) == 0) {
+        std::string k = path.substr(7);
+        auto it = info.labels.find(k);
+        labels[k] = it == info.labels.end() ? std::string() : it->second;
+      } else if (path == "labels") {
+        labels = info.labels;
+      } else {
+        return InvalidArgumentError("cannot update \"", path, "\" field on snapshot ", info.name);
+      }
+    }
+  }
+  std::erase_if(labels, [](const auto& kv) { return kv.second.empty(); });
+  EVS_RETURN_IF_ERROR(ValidateLabels(labels).Annotate(StrCat("snapshot ", info.name)));
+  int64_t now = NowNs();
+  EVS_RETURN_IF_ERROR(store_->UpdateLabels(r->id, labels, now));
+  EVS_RETURN_IF_ERROR(txn->Commit().Annotate(StrCat("update ", info.name)));
+  r->labels = std::move(labels);
+  r->updated_ns = now;
+  return r->ToInfo();
+}
+
+Result<Usage> Snapshotter::GetUsage(const std::string& key) {
+  std::string upper;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    EVS_RETURN_IF_ERROR(CheckOpen());
+    EVS_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> r, store_->FindSnapshot(key));
+    if (!r) return NotFoundError("snapshot ", key, " does not exist");
+    if (r->kind != Kind::kActive) return r->usage;
+    upper = JoinPath(SnapshotDir(r->id), "fs");
+  }
+  // Measured outside the lock: it walks the whole upper directory.
+  EVS_ASSIGN_OR_RETURN(DiskUsage du, MeasureDiskUsage(upper));
+  return Usage{du.bytes, du.inodes};
+}
+
+Result<std::vector<Info>> Snapshotter::List(const std::vector<std::string>& filters) {
+  EVS_ASSIGN_OR_RETURN(SnapshotFilter filter, SnapshotFilter::Parse(filters));
+  std::vector<Info> out;
+  std::lock_guard<std::mutex> lock(mu_);
+  EVS_RETURN_IF_ERROR(CheckOpen());
+  EVS_RETURN_IF_ERROR(store_->ForEachSnapshot([&](const SnapshotRecord& r) {
+    Info info = r.ToInfo();
+    if (filter.Matches(info)) out.push_back(std::move(info));
+    return OkStatus();
+  }));
+  return out;
+}
+
+Status Snapshotter::Cleanup() {
+  std::lock_guard<std::mutex> lock(mu_);
+  EVS_RETURN_IF_ERROR(CheckOpen());
+  return Reconcile(/*at_start=*/false);
+}
+
+// Metadata is the truth; disk is made to match it. At start nothing is in
+// flight; from Cleanup, commits in progress own their snapshot directory and
+// their staging directory, which are left alone.
+Status Snapshotter::Reconcile(bool at_start) {
+  auto start = std::chrono::steady_clock::now();
+  ReconcileReport report;
+
+  // 0. Mounts under m/ that this process did not make (a killed daemon's).
+  EVS_ASSIGN_OR_RETURN(report.stale_mounts_removed, mounter_->RemoveStale());
+
+  std::set<int64_t> live_dirs;  // snapshot ids whose directory must stay
+  std::map<int64_t, int64_t> layer_refs;
+  EVS_RETURN_IF_ERROR(store_->ForEachSnapshot([&](const SnapshotRecord& r) {
+    if (r.kind != Kind::kCommitted || committing_.count(r.id)) live_dirs.insert(r.id);
+    if (r.layer_id != 0) ++layer_refs[r.layer_id];
+    return OkStatus();
+  }));
+
+  // 1. Snapshot directories no active or view snapshot names: temporary
+  //    directories of interrupted Prepares, upper directories of committed
+  //    snapshots, directories of removed ones.
+  std::string snapshots_dir = JoinPath(options_.root, "snapshots");
+  std::set<int64_t> present;
+  for (const std::string& n : ListDir(snapshots_dir)) {
+    std::optional<int64_t> id = ParseId(n);
+    if (id) present.insert(*id);
+    if (id && live_dirs.count(*id)) continue;
+    // A Prepare in flight holds the lock, so from Cleanup a "new-" directory
+    // is a leftover too.
+    Status s = RemoveTree(JoinPath(snapshots_dir, n));
+    if (!s.ok()) {
+      EVS_LOG(kWarning) << "cannot remove snapshot directory" << Kv("error", s.ToString());
+      continue;
+    }
+    ++report.snapshot_dirs_removed;
+  }
+  for (int64_t id : live_dirs) {
+    if (!present.count(id)) ++report.snapshots_missing_dirs;
+  }
+
+  // 2. Layers: rows nothing references go (with their files); directories
+  //    no row names go; rows whose file is missing are reported.
+  std::set<std::string> known_hex;
+  std::vector<LayerRecord> unreferenced;
+  std::vector<LayerRecord> referenced;
+  EVS_RETURN_IF_ERROR(store_->ForEachLayer([&](const LayerRecord& l) {
+    if (layer_refs.count(l.id)) {
+      referenced.push_back(l);
+    } else {
+      unreferenced.push_back(l);
+    }
+    return OkStatus();
+  }));
+  if (!unreferenced.empty()) {
+    EVS_ASSIGN_OR_RETURN(auto txn, store_->Begin());
+    for (const LayerRecord& l : unreferenced) EVS_RETURN_IF_ERROR(store_->DeleteLayer(l.id));
+    EVS_RETURN_IF_ERROR(txn->Commit());
+    for (const LayerRecord& l : unreferenced) {
+      EVS_RETURN_IF_ERROR(mounter_->Unmount(l.id));
+      ++report.layers_removed;
+    }
+  }
+  for (const LayerRecord& l : referenced) {
+    EVS_ASSIGN_OR_RETURN(Digest d, Digest::Parse(l.digest));
+    known_hex.insert(d.hex());
+  }
+  std::string sha_dir = JoinPath(layers_->dir(), "sha256");
+  for (const std::string& n : ListDir(sha_dir)) {
+    if (known_hex.count(n)) continue;
+    Status s = RemoveTree(JoinPath(sha_dir, n));
+    if (!s.ok()) {
+      EVS_LOG(kWarning) << "cannot remove layer directory" << Kv("error", s.ToString());
+      continue;
+    }
+    ++report.layer_dirs_removed;
+  }
+  if (at_start || committing_.empty()) {
+    for (const std::string& n : ListDir(layers_->staging_dir())) {
+      Status s = RemoveTree(JoinPath(layers_->staging_dir(), n));
+      if (s.ok()) ++report.staging_removed;
+    }
+  }
+
+  // 3. Every referenced layer is mounted.
+  for (const LayerRecord& l : referenced) {
+    if (mounter_->IsMounted(l.id)) continue;
+    EVS_ASSIGN_OR_RETURN(std::string image, layers_->ImagePathFor(l.digest));
+    if (::access(image.c_str(), F_OK) != 0) {
+      ++report.layers_missing;
+      EVS_LOG(kError) << "layer image missing; snapshots holding it cannot be mounted"
+                      << Kv("layer", l.digest) << Kv("path", image);
+      continue;
+    }
+    Status s = mounter_->Mount(l, image);
+    if (!s.ok()) {
+      EVS_LOG(kError) << "layer not mounted" << Kv("layer", l.digest) << Kv("error", s.ToString());
+      continue;
+    }
+    ++report.layers_mounted;
+  }
+
+  bool changed = report.snapshot_dirs_removed || report.layer_dirs_removed ||
+                 report.layers_removed || report.staging_removed || report.stale_mounts_removed ||
+                 report.layers_missing || report.snapshots_missing_dirs;
+  if (at_start || changed) {
+    EVS_LOG(kInfo) << (at_start ? "reconciled root" : "cleanup") << Kv("root", options_.root)
+                   << Kv("snapshot_dirs_removed", report.snapshot_dirs_removed)
+                   << Kv("layers_removed", report.layers_removed)
+                   << Kv("layer_dirs_removed", report.layer_dirs_removed)
+                   << Kv("staging_removed", report.staging_removed)
+                   << Kv("stale_mounts_removed", report.stale_mounts_removed)
+                   << Kv("layers_mounted", report.layers_mounted)
+                   << Kv("layers_missing", report.layers_missing)
+                   << Kv("snapshots_missing_dirs", report.snapshots_missing_dirs)
+                   << Kv("ms", static_cast<int64_t>(MillisSince(start)));
+  }
+  return OkStatus();
+}
+
+Status Snapshotter::Close() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (closed_) return OkStatus();
+  closed_ = true;
+  if (!mounter_) return OkStatus();
+  auto left = mounter_->ReleaseForShutdown();
+  if (!left.ok()) {
+    EVS_LOG(kWarning) << "shutdown: some layer mounts could not be unmounted"
+                      << Kv("error", left.status().ToString());
+    return left.status();
+  }
+  EVS_LOG(kInfo) << "shutdown: layer mounts released" << Kv("left_in_use", *left);
+  return OkStatus();
+}
+
+}  // namespace evs::snapshot
