@@ -15,6 +15,21 @@ constexpr std::string_view kWhiteoutMetaPrefix = ".wh..wh.";
 constexpr std::string_view kOpaqueWhiteout = ".wh..wh..opq";
 constexpr size_t kNameMax = 255;  // Linux NAME_MAX; also EROFS's dirent limit (§1.4)
 
+// ".wh..wh.<x>" other than the opaque marker is aufs bookkeeping (its
+// hardlink directory ".wh..wh.plnk", ".wh..wh.aufs"): moby's layer applier
+// drops such entries and everything under them, and so do we.
+bool IsAufsMetadata(std::string_view path) {
+  size_t pos = 0;
+  while (pos <= path.size()) {
+    size_t slash = path.find('/', pos);
+    if (slash == std::string_view::npos) slash = path.size();
+    std::string_view part = path.substr(pos, slash - pos);
+    if (part.starts_with(kWhiteoutMetaPrefix) && part != kOpaqueWhiteout) return true;
+    pos = slash + 1;
+  }
+  return false;
+}
+
 }  // namespace
 
 Result<std::string> NormalizeLayerPath(std::string_view path) {
@@ -124,6 +139,7 @@ class LayerReader::State {
     e.header_offset = h.header_offset;
     e.data_offset = h.data_offset;
 
+    if (IsAufsMetadata(e.path)) return false;
     std::string_view base = e.path;
     size_t slash = e.path.rfind('/');
     std::string_view dir;
@@ -138,9 +154,6 @@ class LayerReader::State {
         e.xattrs.clear();
         return true;
       }
-      // Other ".wh..wh." names are aufs bookkeeping (hardlink directories);
-      // containerd's applier skips them too (archive/tar.go).
-      if (base.starts_with(kWhiteoutMetaPrefix)) return false;
       std::string_view name = base.substr(kWhiteoutPrefix.size());
       if (name.empty() || name == "." || name == "..") {
         return Error(h, "whiteout names no file");

@@ -330,15 +330,6 @@ Status TarReader::State::ApplyPax(const std::string& key, const std::string& val
   } else if (key == "RHT.security.selinux") {
     // Red Hat's tar stores the SELinux label under its own keyword.
     set_xattr("security.selinux", value);
-  } else if (key.starts_with("GNU.sparse.")) {
-    // 0.0: numblocks/offset/numbytes; 0.1: map; 1.0: major/minor/name/realsize.
-    const char* version = key == "GNU.sparse.map"                                  ? "0.1"
-                          : (key == "GNU.sparse.major" || key == "GNU.sparse.minor" ||
-                             key == "GNU.sparse.name" || key == "GNU.sparse.realsize")
-                              ? "1.0"
-                              : "0.0";
-    return EntryError(h.path, at, "GNU sparse file (pax format ", version, ", record ", key,
-                      ") is not supported");
   }
   // Anything else (atime, ctime, charset, comment, hdrcharset, SCHILY.acl.*,
   // SCHILY.dev/ino/nlink, LIBARCHIVE.creationtime, …) does not change the
@@ -410,6 +401,26 @@ Result<const TarHeader*> TarReader::State::BuildHeader(uint64_t at, const Pendin
   bool uid_from_pax = false;
   bool gid_from_pax = false;
 
+  // GNU sparse files in pax form (GNU tar manual, "Storing Sparse Files"):
+  // 0.0 has numblocks/offset/numbytes, 0.1 a map, 1.0 major/minor/name/
+  // realsize and the map in the data. Rejected, whichever: the data is not
+  // the file's content.
+  bool sparse = false, sparse_1_0 = false, sparse_map = false;
+  for (const auto& [key, value] : pending.pax) {
+    if (!key.starts_with("GNU.sparse.")) continue;
+    sparse = true;
+    sparse_1_0 |= key == "GNU.sparse.major" || key == "GNU.sparse.minor" ||
+                  key == "GNU.sparse.name" || key == "GNU.sparse.realsize";
+    sparse_map |= key == "GNU.sparse.map";
+  }
+  if (sparse) {
+    const char* version = sparse_1_0 ? "1.0" : sparse_map ? "0.1" : "0.0";
+    for (const auto& [key, value] : pending.pax) {
+      if (key == "GNU.sparse.name" || key == "path") h.path = value;
+    }
+    return EntryError(h.path, at, "GNU sparse file (pax format ", version, ") is not supported");
+  }
+
   // pax: global records first, then the entry's own (POSIX: extended
   // header records override global ones; an empty local value cancels the
   // global record, leaving the header field).
@@ -444,16 +455,25 @@ Result<const TarHeader*> TarReader::State::BuildHeader(uint64_t at, const Pendin
     h.gid = static_cast<uint32_t>(gid);
   }
 
-  uint64_t data_bytes = h.size;
+  // Which types carry data: as Go's archive/tar reads them (reader.go
+  // isHeaderOnlyType), since containerd applies layers with it — hardlinks,
+  // symlinks, devices, fifos and directories never do, whatever their size
+  // field says. (GNU tar differs: it skips `size` bytes after symlinks,
+  // devices and fifos.)
+  bool header_only = true;
   switch (type) {
     case '0':
-    case '\0':
     case '7':
+      h.type = EntryType::kRegular;
+      header_only = false;
+      break;
+    case '\0':
       // Pre-POSIX archivers marked directories by a trailing slash.
-      if (type != '7' && !h.path.empty() && h.path.back() == '/') {
+      if (!h.path.empty() && h.path.back() == '/') {
         h.type = EntryType::kDirectory;
       } else {
         h.type = EntryType::kRegular;
+        header_only = false;
       }
       break;
     case '1':
@@ -461,23 +481,22 @@ Result<const TarHeader*> TarReader::State::BuildHeader(uint64_t at, const Pendin
       break;
     case '2':
       h.type = EntryType::kSymlink;
-      data_bytes = h.size = 0;
       break;
     case '3':
       h.type = EntryType::kCharDevice;
-      data_bytes = h.size = 0;
       break;
     case '4':
       h.type = EntryType::kBlockDevice;
-      data_bytes = h.size = 0;
       break;
     case '5':
-    case 'D':  // GNU dumpdir: a directory whose data lists its contents
       h.type = EntryType::kDirectory;
+      break;
+    case 'D':  // GNU dumpdir: a directory followed by a listing of its contents
+      h.type = EntryType::kDirectory;
+      header_only = false;
       break;
     case '6':
       h.type = EntryType::kFifo;
-      data_bytes = h.size = 0;
       break;
     default: {
       std::string shown = (type >= 0x21 && type < 0x7f) ? std::string(1, type)
@@ -485,6 +504,8 @@ Result<const TarHeader*> TarReader::State::BuildHeader(uint64_t at, const Pendin
       return EntryError(h.path, at, "unsupported entry type '", shown, "'");
     }
   }
+  if (header_only) h.size = 0;
+  uint64_t data_bytes = h.size;
   in_entry_ = true;
   data_left_ = data_bytes;
   padding_left_ = PaddingAfter(data_bytes);

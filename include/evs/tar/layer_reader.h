@@ -12,8 +12,9 @@
 // - "<dir>/.wh.<name>" becomes a whiteout: kCharDevice 0:0 at "<dir>/<name>",
 //   mode 0, with the entry's uid, gid and mtime (what containerd's overlay
 //   applier creates). "<dir>/.wh..wh..opq" becomes kOpaqueMarker with path
-//   "<dir>". Other ".wh..wh.*" names are aufs metadata and are skipped, as
-//   containerd does. ".wh." with an empty, "." or ".." name is an error.
+//   "<dir>". Other ".wh..wh.*" names are aufs metadata: they and everything
+//   under them are skipped, as moby's applier does (hardlinks into them are
+//   not resolved). ".wh." with an empty, "." or ".." name is an error.
 // - xattrs sorted by name.
 // - regular files: the data is readable through data() while the entry is
 //   current; size and data_offset are set. For every other type size is 0.

@@ -14,9 +14,9 @@
 //   value deletes the keyword (POSIX "pax Extended Header");
 // - numeric fields in octal or base-256 (GNU), checksums as unsigned or
 //   signed byte sums;
-// - entry kinds: regular ('0', NUL, '7'), hardlink '1', symlink '2', char '3',
-//   block '4', directory '5' (and GNU dumpdir 'D'), fifo '6'. GNU volume
-//   labels 'V' are skipped.
+// - entry kinds: regular ('0', NUL, '7'; NUL with a trailing '/' is an old
+//   directory), hardlink '1', symlink '2', char '3', block '4', directory '5'
+//   (and GNU dumpdir 'D'), fifo '6'. GNU volume labels 'V' are skipped.
 // Rejected with an InvalidArgument error: GNU sparse files (type 'S', pax
 // GNU.sparse.* of formats 0.0, 0.1 and 1.0), multi-volume 'M' and old long
 // name 'N' entries, unknown entry types, uid/gid above 2^32-1, and every
@@ -56,10 +56,11 @@ struct TarHeader {
   std::string gname;
   int64_t mtime = 0;         // seconds since the epoch, may be negative
   uint32_t mtime_nsec = 0;   // from a fractional pax mtime
-  // Data bytes following the header: the file size for regular files; for
-  // directories and hardlinks whatever the archive carries (normally 0; the
-  // data is skipped); 0 for symlinks, devices and fifos whatever the size
-  // field says (they carry no data, as GNU tar reads them).
+  // Data bytes following the header: the file size for regular files, the
+  // listing of a GNU dumpdir 'D'; 0 for hardlinks, symlinks, devices, fifos
+  // and directories whatever their size field says: they carry no data, as
+  // Go's archive/tar (containerd's layer applier) reads them. GNU tar
+  // differs: it skips `size` bytes after symlinks, devices and fifos.
   uint64_t size = 0;
   uint32_t dev_major = 0;    // char and block devices only
   uint32_t dev_minor = 0;

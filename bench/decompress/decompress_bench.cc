@@ -1,0 +1,242 @@
+// bench/decompress: how fast a layer blob becomes tar entries, as ratios
+// against ISA-L's `igzip -d -c > /dev/null` on the same file (the floor
+// DESIGN.md §8 measures the converter against).
+//
+//   decompress_bench [--runs N] [FILE.tar.gz]
+//
+// Without FILE it builds $TMPDIR/evs-bench-usr-lib.tar.gz (a tar of
+// /usr/lib/x86_64-linux-gnu, gzip -6; ~330 MB here) once and reuses it.
+//
+// Rows:
+//   gzip -dc, igzip -d -c             the external floors
+//   Decompressor zlib / isal          our inflate, one thread, output dropped
+//   LayerStream+TarReader             threaded inflate + blob digest + diffID,
+//                                     every entry parsed, data lent (no copy)
+//   convert-like, diffID on X thread  LayerReader; the consumer copies file
+//                                     data into 4 KiB blocks, pwrites them to
+//                                     a temporary file and SHA-256s each block
+//                                     (a stand-in for the EROFS writer and the
+//                                     verity tree), with the diffID hashed on
+//                                     the reader or on the decompressor thread
+// Each row is the best wall time of N runs (default 2), with the CPU time
+// (user+sys) of that run.
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "evs/common/byte_stream.h"
+#include "evs/common/digest.h"
+#include "evs/common/fd.h"
+#include "evs/common/subprocess.h"
+#include "evs/tar/decompress.h"
+#include "evs/tar/layer_reader.h"
+#include "evs/tar/tar_reader.h"
+
+namespace evs::tar {
+namespace {
+
+struct Timing {
+  double wall = 0;
+  double cpu = 0;  // user + sys of this process and its waited-for children
+};
+
+double CpuSeconds() {
+  rusage self{}, children{};
+  getrusage(RUSAGE_SELF, &self);
+  getrusage(RUSAGE_CHILDREN, &children);
+  auto tv = [](const timeval& t) { return t.tv_sec + t.tv_usec / 1e6; };
+  return tv(self.ru_utime) + tv(self.ru_stime) + tv(children.ru_utime) + tv(children.ru_stime);
+}
+
+[[noreturn]] void Die(const Status& s) {
+  std::fprintf(stderr, "decompress_bench: %s\n", s.ToString().c_str());
+  std::exit(1);
+}
+
+Timing Measure(int runs, const std::function<void()>& fn) {
+  Timing best{1e30, 0};
+  for (int i = 0; i < runs; ++i) {
+    double cpu0 = CpuSeconds();
+    auto t0 = std::chrono::steady_clock::now();
+    fn();
+    double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    double cpu = CpuSeconds() - cpu0;
+    if (wall < best.wall) best = {wall, cpu};
+  }
+  return best;
+}
+
+void Shell(const std::string& command) {
+  auto r = RunSubprocess({"/bin/sh", "-c", command}, "", 3600 * 1000);
+  if (!r.ok()) Die(r.status());
+  if (r->exit_code != 0) {
+    Die(InternalError("command failed: ", command, ": ", r->stderr_data.substr(0, 500)));
+  }
+}
+
+UniqueFd Open(const std::string& path) {
+  auto fd = OpenFile(path, O_RDONLY);
+  if (!fd.ok()) Die(fd.status());
+  return std::move(*fd);
+}
+
+// Inflates the whole file on this thread, dropping the output.
+uint64_t PlainInflate(const std::string& path, GzipEngine engine) {
+  UniqueFd fd = Open(path);
+  FdSource source(fd.get(), path);
+  auto d = Decompressor::Create(&source, {.input_name = path, .gzip_engine = engine});
+  if (!d.ok()) Die(d.status());
+  std::vector<uint8_t> buf(1u << 20);
+  uint64_t total = 0;
+  for (;;) {
+    auto n = (*d)->Read(buf.data(), buf.size());
+    if (!n.ok()) Die(n.status());
+    if (*n == 0) break;
+    total += *n;
+  }
+  return total;
+}
+
+// Every tar entry, data lent and dropped.
+uint64_t TarEntries(const std::string& path) {
+  UniqueFd fd = Open(path);
+  FdSource source(fd.get(), path);
+  auto stream = LayerStream::Open(&source, {.input_name = path});
+  if (!stream.ok()) Die(stream.status());
+  TarReader reader(stream->get(), {.input_name = path});
+  uint64_t entries = 0;
+  for (;;) {
+    auto h = reader.Next();
+    if (!h.ok()) Die(h.status());
+    if (*h == nullptr) break;
+    ++entries;
+    for (;;) {
+      auto c = reader.ReadDataChunk(1u << 20);
+      if (!c.ok()) Die(c.status());
+      if (c->empty()) break;
+    }
+  }
+  return entries;
+}
+
+// What the converter's consumer thread does, approximately: copy each file's
+// data into 4 KiB-aligned blocks, pwrite them, hash every block.
+void ConvertLike(const std::string& path, DiffIdThread diff_id_thread, const std::string& out) {
+  UniqueFd fd = Open(path);
+  FdSource source(fd.get(), path);
+  auto stream =
+      LayerStream::Open(&source, {.input_name = path, .diff_id_thread = diff_id_thread});
+  if (!stream.ok()) Die(stream.status());
+  auto out_fd = OpenFile(out, O_RDWR | O_CREAT | O_TRUNC, 0600);
+  if (!out_fd.ok()) Die(out_fd.status());
+  LayerReader reader(stream->get(), {.input_name = path});
+  constexpr size_t kBuf = 256u << 10;
+  std::vector<uint8_t> buf(kBuf);
+  Hasher block_hasher(HashAlgorithm::kSha256);
+  uint8_t digest[32];
+  uint64_t pos = 0;
+  for (;;) {
+    auto e = reader.Next();
+    if (!e.ok()) Die(e.status());
+    if (*e == nullptr) break;
+    if ((*e)->type != EntryType::kRegular) continue;
+    uint64_t left = (*e)->size;
+    while (left > 0) {
+      auto n = reader.data()->Read(buf.data(), kBuf);
+      if (!n.ok()) Die(n.status());
+      if (*n == 0) Die(InternalError("short data"));
+      left -= *n;
+      size_t padded = (*n + 4095) & ~size_t{4095};
+      std::memset(buf.data() + *n, 0, padded - *n);
+      Status s = PwriteAll(out_fd->get(), buf.data(), padded, static_cast<off_t>(pos), out);
+      if (!s.ok()) Die(s);
+      for (size_t off = 0; off < padded; off += 4096) {
+        block_hasher.Update(buf.data() + off, 4096);
+        block_hasher.Finish(digest);
+      }
+      pos += padded;
+    }
+  }
+  if ((*stream)->diff_id().empty()) Die(InternalError("no diffID"));
+  ::unlink(out.c_str());
+}
+
+int Main(int argc, char** argv) {
+  int runs = 2;
+  std::string path;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--runs" && i + 1 < argc) {
+      runs = std::atoi(argv[++i]);
+    } else if (a == "-h" || a == "--help") {
+      std::printf("usage: decompress_bench [--runs N] [FILE.tar.gz]\n");
+      return 0;
+    } else {
+      path = a;
+    }
+  }
+  const char* tmp = std::getenv("TMPDIR");
+  std::string tmpdir = tmp && *tmp ? tmp : "/tmp";
+  if (path.empty()) {
+    path = tmpdir + "/evs-bench-usr-lib.tar.gz";
+    if (::access(path.c_str(), R_OK) != 0) {
+      std::printf("building %s from /usr/lib/x86_64-linux-gnu (gzip -6)…\n", path.c_str());
+      Shell("tar -C / -cf - usr/lib/x86_64-linux-gnu 2>/dev/null | gzip -6 > '" + path +
+            ".tmp' && mv '" + path + ".tmp' '" + path + "'");
+    }
+  }
+  Shell("cat '" + path + "' > /dev/null");  // page cache warm for every row
+
+  uint64_t tar_bytes = PlainInflate(path, GzipEngine::kIsal);
+  std::printf("input %s: %.1f MB tar\n", path.c_str(), tar_bytes / 1e6);
+  std::printf("%-40s %8s %8s %9s %9s\n", "", "wall s", "cpu s", "MB/s tar", "× igzip");
+
+  struct Row {
+    std::string name;
+    Timing t;
+  };
+  std::vector<Row> rows;
+  rows.push_back({"gzip -dc > /dev/null", Measure(runs, [&] {
+                    Shell("gzip -dc '" + path + "' > /dev/null");
+                  })});
+  rows.push_back({"igzip -d -c > /dev/null", Measure(runs, [&] {
+                    Shell("igzip -d -c '" + path + "' > /dev/null");
+                  })});
+  double floor = rows.back().t.wall;
+  rows.push_back({"Decompressor zlib (1 thread)",
+                  Measure(runs, [&] { PlainInflate(path, GzipEngine::kZlib); })});
+  rows.push_back({"Decompressor isal (1 thread)",
+                  Measure(runs, [&] { PlainInflate(path, GzipEngine::kIsal); })});
+  uint64_t entries = 0;
+  rows.push_back({"LayerStream+TarReader (digests)",
+                  Measure(runs, [&] { entries = TarEntries(path); })});
+  std::string scratch = tmpdir + "/evs-bench-convert-like.out";
+  rows.push_back({"convert-like, diffID on reader thread", Measure(runs, [&] {
+                    ConvertLike(path, DiffIdThread::kReader, scratch);
+                  })});
+  rows.push_back({"convert-like, diffID on inflate thread", Measure(runs, [&] {
+                    ConvertLike(path, DiffIdThread::kDecompressor, scratch);
+                  })});
+
+  for (const Row& r : rows) {
+    std::printf("%-40s %8.2f %8.2f %9.0f %9.2f\n", r.name.c_str(), r.t.wall, r.t.cpu,
+                tar_bytes / 1e6 / r.t.wall, r.t.wall / floor);
+  }
+  std::printf("%llu tar entries; zlib/isal = %.2f; gzip/igzip = %.2f\n",
+              static_cast<unsigned long long>(entries), rows[2].t.wall / rows[3].t.wall,
+              rows[0].t.wall / rows[1].t.wall);
+  return 0;
+}
+
+}  // namespace
+}  // namespace evs::tar
+
+int main(int argc, char** argv) { return evs::tar::Main(argc, argv); }
