@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "evs/common/fd.h"
+#include "evs/verity/tree_builder.h"
 #include "test_util.h"
 
 namespace evs::verity::testing {
@@ -66,6 +67,46 @@ void FlipByte(const std::string& path, uint64_t offset) {
   ASSERT_TRUE(got.ok() && *got == 1) << "no byte at " << offset << " of " << path;
   b ^= 0x01;
   ASSERT_TRUE(PwriteAll(fd->get(), &b, 1, static_cast<off_t>(offset), path).ok());
+}
+
+}  // namespace evs::verity::testing
+
+namespace evs::verity::testing {
+
+FormattedImage FormatExisting(const std::string& path, uint32_t dbs) {
+  FormattedImage f;
+  f.path = path;
+  FormatOptions options;
+  options.params.data_block_size = dbs;
+  auto d = FormatImageFile(path, options);
+  EXPECT_TRUE(d.ok()) << d.status().ToString();
+  if (!d.ok()) return f;
+  f.descriptor = *d;
+  auto layout = TreeLayout::Compute(f.descriptor.params, f.descriptor.hash_offset);
+  EXPECT_TRUE(layout.ok());
+  if (layout.ok()) f.layout = *layout;
+  return f;
+}
+
+FormattedImage MakeFormattedImage(const std::string& path, uint64_t blocks, uint32_t dbs) {
+  WritePatternFile(path, blocks * dbs, blocks + dbs);
+  return FormatExisting(path, dbs);
+}
+
+std::string DescribeTree(const std::string& root) {
+  return evs::testing::ShOk("cd '" + root +
+                            "' && find . -printf '%p|%y|%m|%U|%G|%s|%l\\n' | LC_ALL=C sort && "
+                            "find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum && "
+                            "getfattr -R -P -d -m - -e hex . 2>/dev/null | LC_ALL=C sort");
+}
+
+uint64_t FindUnique(const std::string& path, const std::string& needle) {
+  std::string data = evs::testing::ReadFileOrDie(path);
+  size_t at = data.find(needle);
+  EXPECT_NE(at, std::string::npos) << "marker not in " << path;
+  if (at == std::string::npos) return 0;
+  EXPECT_EQ(data.find(needle, at + 1), std::string::npos) << "marker twice in " << path;
+  return at;
 }
 
 }  // namespace evs::verity::testing

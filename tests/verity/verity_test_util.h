@@ -28,3 +28,28 @@ bool VeritysetupVerify(const std::string& path, uint64_t hash_offset, const std:
 void FlipByte(const std::string& path, uint64_t offset);
 
 }  // namespace evs::verity::testing
+
+namespace evs::verity::testing {
+
+// An image of pseudo-random blocks with its verity tree appended.
+struct FormattedImage {
+  std::string path;
+  VerityDescriptor descriptor;
+  TreeLayout layout;
+};
+FormattedImage MakeFormattedImage(const std::string& path, uint64_t blocks, uint32_t dbs = 4096);
+
+// Appends a verity tree to an existing image file (FormatImageFile with a
+// random salt); fails the test if that fails.
+FormattedImage FormatExisting(const std::string& path, uint32_t dbs = 4096);
+
+// A listing of the tree under `root` that two mounts of the same layer must
+// share: path, type, mode, owner, size, symlink target, the SHA-256 of every
+// regular file and every extended attribute, sorted.
+std::string DescribeTree(const std::string& root);
+
+// Offset of the only occurrence of `needle` in the file at `path`; fails
+// the test when it occurs zero or several times.
+uint64_t FindUnique(const std::string& path, const std::string& needle);
+
+}  // namespace evs::verity::testing
