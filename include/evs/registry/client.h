@@ -167,6 +167,9 @@ enum class PushOutcome {
 };
 
 class RemoteBlob;
+namespace internal {
+struct ClientState;
+}  // namespace internal
 
 // Thread-safe: one client serves the whole process and shares its
 // connection pools and token cache among all callers.
@@ -242,10 +245,8 @@ class RegistryClient {
                                        std::string_view bytes, const CallOptions& call = {});
 
  private:
-  friend class RemoteBlob;
-  struct State;
-  explicit RegistryClient(std::unique_ptr<State> state);
-  std::shared_ptr<State> state_;
+  explicit RegistryClient(std::shared_ptr<internal::ClientState> state);
+  std::shared_ptr<internal::ClientState> state_;
 };
 
 // An open blob for ranged reads. Thread-safe: many threads may call ReadAt()
