@@ -1,0 +1,55 @@
+// ConvertLayer (convert.h): LayerStream → LayerReader → ErofsWriter.
+#include "evs/erofs/convert.h"
+
+#include "evs/tar/layer_reader.h"
+
+namespace evs::erofs {
+namespace {
+
+// Tar-index mode: the tar reader hands every byte of the tar to the writer,
+// which puts it into the image as it is.
+class TarToImage : public ByteSink {
+ public:
+  explicit TarToImage(ErofsWriter* writer) : writer_(writer) {}
+  Status Write(const void* data, size_t n) override { return writer_->AddTarBytes(data, n); }
+
+ private:
+  ErofsWriter* writer_;
+};
+
+}  // namespace
+
+Result<ConvertResult> ConvertLayer(ByteSource* blob, int out_fd, const ConvertOptions& options) {
+  tar::LayerStreamOptions stream_options;
+  stream_options.input_name = options.writer.input_name;
+  stream_options.max_tar_bytes = options.max_tar_bytes;
+  stream_options.expected_blob_digest = options.expected_blob_digest;
+  stream_options.expected_diff_id = options.expected_diff_id;
+  EVS_ASSIGN_OR_RETURN(std::unique_ptr<tar::LayerStream> stream,
+                       tar::LayerStream::Open(blob, stream_options));
+  EVS_ASSIGN_OR_RETURN(std::unique_ptr<ErofsWriter> writer,
+                       ErofsWriter::Create(out_fd, options.writer));
+
+  TarToImage tee(writer.get());
+  tar::LayerReaderOptions reader_options;
+  reader_options.input_name = options.writer.input_name;
+  if (options.writer.mode == Mode::kTarIndex) reader_options.tee = &tee;
+  tar::LayerReader reader(stream.get(), reader_options);
+
+  ConvertResult result;
+  for (;;) {
+    EVS_ASSIGN_OR_RETURN(const LayerEntry* entry, reader.Next());
+    if (entry == nullptr) break;
+    EVS_RETURN_IF_ERROR(writer->Add(*entry, reader.data()));
+    ++result.entries;
+  }
+  EVS_ASSIGN_OR_RETURN(result.image, writer->Finish());
+  result.compression = stream->compression();
+  result.blob_digest = stream->blob_digest();
+  result.diff_id = stream->diff_id();
+  result.blob_bytes = stream->blob_bytes();
+  result.tar_bytes = stream->tar_bytes();
+  return result;
+}
+
+}  // namespace evs::erofs
