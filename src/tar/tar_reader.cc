@@ -54,6 +54,7 @@ class TarReader::State {
     std::optional<std::string> long_name;
     std::optional<std::string> long_link;
     std::optional<uint64_t> first_offset;  // of the first extension header
+    uint64_t bytes = 0;                     // their sizes, summed
   };
 
   Result<std::span<const uint8_t>> Take(size_t max);
@@ -95,6 +96,7 @@ class TarReader::State {
   Status error_;
   // pax 'g' records in force (keyword order kept; a keyword appears once).
   std::vector<std::pair<std::string, std::string>> global_;
+  uint64_t global_bytes_ = 0;
 };
 
 Result<std::span<const uint8_t>> TarReader::State::Take(size_t max) {
@@ -222,9 +224,19 @@ Result<const TarHeader*> TarReader::State::Next() {
         auto size = Number(format::kSize, "size", at);
         if (!size.ok()) return Fail(size.status());
         if (*size < 0) return Fail(EntryError("", at, what, " has a negative size"));
+        // Bound what one entry's extension headers (or the global records
+        // in force) may hold in memory, not only each header: endless small
+        // headers must not grow memory without end.
+        uint64_t held = (type == 'g' ? global_bytes_ : pending.bytes) + static_cast<uint64_t>(*size);
+        if (held > options_.max_extension_bytes) {
+          return Fail(EntryError("", at, what, "s add up to ", held,
+                                 " bytes, more than the limit of ",
+                                 options_.max_extension_bytes, " bytes"));
+        }
         std::string body;
         Status s = ReadExtension(static_cast<uint64_t>(*size), what, at, &body);
         if (!s.ok()) return Fail(s);
+        if (type != 'g') pending.bytes += body.size();
         if (!pending.first_offset) pending.first_offset = at;
         if (type == 'L' || type == 'K') {
           body.resize(std::strlen(body.c_str()));  // NUL-terminated
@@ -241,11 +253,12 @@ Result<const TarHeader*> TarReader::State::Next() {
         for (auto& [key, value] : records) {
           auto it = std::find_if(global_.begin(), global_.end(),
                                  [&](const auto& g) { return g.first == key; });
-          if (value.empty()) {
-            if (it != global_.end()) global_.erase(it);
-          } else if (it != global_.end()) {
-            it->second = std::move(value);
-          } else {
+          if (it != global_.end()) {
+            global_bytes_ -= it->first.size() + it->second.size();
+            global_.erase(it);
+          }
+          if (!value.empty()) {
+            global_bytes_ += key.size() + value.size();
             global_.emplace_back(key, std::move(value));
           }
         }

@@ -82,8 +82,9 @@ struct TarReaderOptions {
   // them (tar-index mode appends the tar to the image). Not owned. An error
   // from it stops the reader.
   ByteSink* tee = nullptr;
-  // Largest extension header (pax 'x'/'g', GNU 'L'/'K') accepted; such
-  // headers are held in memory. 8 MiB fits many large xattrs.
+  // Most bytes of extension headers (pax 'x', GNU 'L'/'K') one entry may
+  // have, and most bytes of pax 'g' records in force at once; they are held
+  // in memory. 8 MiB fits many large xattrs.
   uint64_t max_extension_bytes = 8u << 20;
 };
 
