@@ -132,8 +132,7 @@ uint64_t TarEntries(const std::string& path) {
 void ConvertLike(const std::string& path, DiffIdThread diff_id_thread, const std::string& out) {
   UniqueFd fd = Open(path);
   FdSource source(fd.get(), path);
-  auto stream =
-      LayerStream::Open(&source, {.input_name = path, .diff_id_thread = diff_id_thread});
+  auto stream = LayerStream::Open(&source, {.input_name = path, .diff_id_thread = diff_id_thread});
   if (!stream.ok()) Die(stream.status());
   auto out_fd = OpenFile(out, O_RDWR | O_CREAT | O_TRUNC, 0600);
   if (!out_fd.ok()) Die(out_fd.status());
@@ -204,27 +203,23 @@ int Main(int argc, char** argv) {
     Timing t;
   };
   std::vector<Row> rows;
-  rows.push_back({"gzip -dc > /dev/null", Measure(runs, [&] {
-                    Shell("gzip -dc '" + path + "' > /dev/null");
-                  })});
-  rows.push_back({"igzip -d -c > /dev/null", Measure(runs, [&] {
-                    Shell("igzip -d -c '" + path + "' > /dev/null");
-                  })});
+  rows.push_back({"gzip -dc > /dev/null",
+                  Measure(runs, [&] { Shell("gzip -dc '" + path + "' > /dev/null"); })});
+  rows.push_back({"igzip -d -c > /dev/null",
+                  Measure(runs, [&] { Shell("igzip -d -c '" + path + "' > /dev/null"); })});
   double floor = rows.back().t.wall;
   rows.push_back({"Decompressor zlib (1 thread)",
                   Measure(runs, [&] { PlainInflate(path, GzipEngine::kZlib); })});
   rows.push_back({"Decompressor isal (1 thread)",
                   Measure(runs, [&] { PlainInflate(path, GzipEngine::kIsal); })});
   uint64_t entries = 0;
-  rows.push_back({"LayerStream+TarReader (digests)",
-                  Measure(runs, [&] { entries = TarEntries(path); })});
+  rows.push_back(
+      {"LayerStream+TarReader (digests)", Measure(runs, [&] { entries = TarEntries(path); })});
   std::string scratch = tmpdir + "/evs-bench-convert-like.out";
-  rows.push_back({"convert-like, diffID on reader thread", Measure(runs, [&] {
-                    ConvertLike(path, DiffIdThread::kReader, scratch);
-                  })});
-  rows.push_back({"convert-like, diffID on inflate thread", Measure(runs, [&] {
-                    ConvertLike(path, DiffIdThread::kDecompressor, scratch);
-                  })});
+  rows.push_back({"convert-like, diffID on reader thread",
+                  Measure(runs, [&] { ConvertLike(path, DiffIdThread::kReader, scratch); })});
+  rows.push_back({"convert-like, diffID on inflate thread",
+                  Measure(runs, [&] { ConvertLike(path, DiffIdThread::kDecompressor, scratch); })});
 
   for (const Row& r : rows) {
     std::printf("%-40s %8.2f %8.2f %9.0f %9.2f\n", r.name.c_str(), r.t.wall, r.t.cpu,

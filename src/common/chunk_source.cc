@@ -53,7 +53,8 @@ ReadAheadSource::ReadAheadSource(ByteSource* inner, ReadAheadOptions options)
   // Two buffers at least: one lent to the consumer, one being filled.
   options_.chunks = std::max<size_t>(options_.chunks, 2);
   buffers_.resize(options_.chunks);
-  for (Buffer& b : buffers_) b.data = std::make_unique_for_overwrite<uint8_t[]>(options_.chunk_size);
+  for (Buffer& b : buffers_)
+    b.data = std::make_unique_for_overwrite<uint8_t[]>(options_.chunk_size);
   thread_ = std::thread([this] { Produce(); });
 }
 

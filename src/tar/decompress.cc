@@ -136,8 +136,8 @@ Result<bool> NextGzipMember(CompressedInput& in) {
   EVS_RETURN_IF_ERROR(in.Want(2));
   if (in.avail() == 0) return false;
   if (in.avail() < 2 || in.data()[0] != 0x1f || in.data()[1] != 0x8b) {
-    return InvalidArgumentError("gzip: trailing data that is not a gzip member at compressed offset ",
-                                in.offset());
+    return InvalidArgumentError(
+        "gzip: trailing data that is not a gzip member at compressed offset ", in.offset());
   }
   return true;
 }
@@ -460,7 +460,8 @@ Result<std::unique_ptr<LayerStream>> LayerStream::Open(ByteSource* blob,
   if (o.threaded) {
     s->chunks_ = std::make_unique<ReadAheadSource>(s->decompressor_.get(), o.read_ahead);
   } else {
-    s->chunks_ = std::make_unique<BufferedChunkSource>(s->decompressor_.get(), o.read_ahead.chunk_size);
+    s->chunks_ =
+        std::make_unique<BufferedChunkSource>(s->decompressor_.get(), o.read_ahead.chunk_size);
   }
   return s;
 }
@@ -528,9 +529,7 @@ Status LayerStream::Finish() {
 Compression LayerStream::compression() const {
   return done_ ? decompressor_->compression() : Compression::kNone;
 }
-Digest LayerStream::blob_digest() const {
-  return done_ ? decompressor_->input_digest() : Digest();
-}
+Digest LayerStream::blob_digest() const { return done_ ? decompressor_->input_digest() : Digest(); }
 Digest LayerStream::diff_id() const { return done_ ? diff_id_ : Digest(); }
 uint64_t LayerStream::blob_bytes() const { return done_ ? decompressor_->input_bytes() : 0; }
 uint64_t LayerStream::tar_bytes() const { return done_ ? decompressor_->output_bytes() : 0; }

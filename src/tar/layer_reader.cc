@@ -115,8 +115,8 @@ class LayerReader::State {
   template <typename... Args>
   Status Error(const TarHeader& h, const Args&... reason) const {
     std::string prefix = options_.input_name.empty() ? "" : options_.input_name + ": ";
-    return InvalidArgumentError(prefix, "tar entry \"", format::QuoteName(h.path),
-                                "\" at offset ", h.header_offset, ": ", reason...);
+    return InvalidArgumentError(prefix, "tar entry \"", format::QuoteName(h.path), "\" at offset ",
+                                h.header_offset, ": ", reason...);
   }
 
   // Fills entry_ from `h`; false for entries a layer ignores.

@@ -54,7 +54,7 @@ class TarReader::State {
     std::optional<std::string> long_name;
     std::optional<std::string> long_link;
     std::optional<uint64_t> first_offset;  // of the first extension header
-    uint64_t bytes = 0;                     // their sizes, summed
+    uint64_t bytes = 0;                    // their sizes, summed
   };
 
   Result<std::span<const uint8_t>> Take(size_t max);
@@ -128,8 +128,7 @@ Status TarReader::State::Skip(uint64_t n, std::string_view name, uint64_t at) {
     EVS_ASSIGN_OR_RETURN(std::span<const uint8_t> chunk,
                          Take(static_cast<size_t>(std::min<uint64_t>(n, kSkipChunk))));
     if (chunk.empty()) {
-      return EntryError(name, at, "archive ends inside the entry's data (", n,
-                        " bytes missing)");
+      return EntryError(name, at, "archive ends inside the entry's data (", n, " bytes missing)");
     }
     n -= chunk.size();
   }
@@ -170,8 +169,7 @@ std::string TarReader::State::RawName() const {
   return std::string(format::FieldString(block_, format::kName));
 }
 
-Result<int64_t> TarReader::State::Number(format::Field field, std::string_view what,
-                                         uint64_t at) {
+Result<int64_t> TarReader::State::Number(format::Field field, std::string_view what, uint64_t at) {
   auto v = format::ParseNumber(block_, field);
   if (!v.ok()) return EntryError(RawName(), at, what, " field: ", v.status().message());
   return *v;
@@ -194,8 +192,8 @@ Result<const TarHeader*> TarReader::State::Next() {
     if (!got.ok()) return Fail(got.status());
     if (!*got || format::IsZeroBlock(block_)) {
       if (pending.first_offset) {
-        return Fail(EntryError("", *pending.first_offset,
-                               "extension header is not followed by an entry"));
+        return Fail(
+            EntryError("", *pending.first_offset, "extension header is not followed by an entry"));
       }
       // End of archive: a zero block (GNU tar stops at the first one, with a
       // warning if the second is missing) or the end of the stream.
@@ -227,11 +225,12 @@ Result<const TarHeader*> TarReader::State::Next() {
         // Bound what one entry's extension headers (or the global records
         // in force) may hold in memory, not only each header: endless small
         // headers must not grow memory without end.
-        uint64_t held = (type == 'g' ? global_bytes_ : pending.bytes) + static_cast<uint64_t>(*size);
+        uint64_t held =
+            (type == 'g' ? global_bytes_ : pending.bytes) + static_cast<uint64_t>(*size);
         if (held > options_.max_extension_bytes) {
           return Fail(EntryError("", at, what, "s add up to ", held,
-                                 " bytes, more than the limit of ",
-                                 options_.max_extension_bytes, " bytes"));
+                                 " bytes, more than the limit of ", options_.max_extension_bytes,
+                                 " bytes"));
         }
         std::string body;
         Status s = ReadExtension(static_cast<uint64_t>(*size), what, at, &body);
@@ -283,7 +282,8 @@ Result<const TarHeader*> TarReader::State::Next() {
       case 'M':
         return Fail(EntryError(RawName(), at, "GNU multi-volume continuation is not supported"));
       case 'N':
-        return Fail(EntryError(RawName(), at, "old GNU long name entry (type 'N') is not supported"));
+        return Fail(
+            EntryError(RawName(), at, "old GNU long name entry (type 'N') is not supported"));
       default:
         break;
     }
@@ -513,7 +513,7 @@ Result<const TarHeader*> TarReader::State::BuildHeader(uint64_t at, const Pendin
       break;
     default: {
       std::string shown = (type >= 0x21 && type < 0x7f) ? std::string(1, type)
-                                                         : StrCat("\\x", std::hex, +(uint8_t)type);
+                                                        : StrCat("\\x", std::hex, +(uint8_t)type);
       return EntryError(h.path, at, "unsupported entry type '", shown, "'");
     }
   }

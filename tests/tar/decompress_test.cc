@@ -1,14 +1,15 @@
 // Decompressor, LayerStream and the ReadAheadSource they run on.
+#include "evs/tar/decompress.h"
+
+#include <gtest/gtest.h>
+
 #include <cstring>
 #include <random>
 #include <thread>
 
-#include <gtest/gtest.h>
-
 #include "evs/common/byte_stream.h"
 #include "evs/common/chunk_source.h"
 #include "evs/common/digest.h"
-#include "evs/tar/decompress.h"
 #include "tar_builder.h"
 
 namespace evs::tar {
@@ -159,8 +160,9 @@ TEST(Decompressor, EnforcesTheOutputCapExactly) {
   auto over = Inflate(blob, {.input_name = "blob Y", .max_output_bytes = text.size() - 1});
   ASSERT_FALSE(over.ok());
   EXPECT_EQ(over.status().code(), Code::kResourceExhausted);
-  EXPECT_NE(over.status().message().find("blob Y: decompressed data exceeds the limit of 99999 bytes"),
-            std::string::npos)
+  EXPECT_NE(
+      over.status().message().find("blob Y: decompressed data exceeds the limit of 99999 bytes"),
+      std::string::npos)
       << over.status().message();
 }
 
@@ -168,8 +170,8 @@ TEST(Decompressor, DigestsBothSidesAndReportsCounts) {
   std::string text = RandomText(50000, 10);
   std::string blob = Zstd(text);
   StringSource source(blob);
-  auto d = Decompressor::Create(&source, {.input_digest = HashAlgorithm::kSha256,
-                                          .output_digest = HashAlgorithm::kSha512});
+  auto d = Decompressor::Create(
+      &source, {.input_digest = HashAlgorithm::kSha256, .output_digest = HashAlgorithm::kSha512});
   ASSERT_TRUE(d.ok());
   std::string out(60000, '\0');
   size_t total = 0;
@@ -198,11 +200,10 @@ TEST_P(LayerStreams, YieldsTheTarWithBlobDigestAndDiffId) {
   std::string tar = RandomText(3 << 20, 11);
   for (const std::string& blob : {Gzip(tar), Zstd(tar), tar}) {
     TricklingSource source(blob, 12);
-    auto stream = LayerStream::Open(
-        &source, {.input_name = "layer L",
-                  .threaded = GetParam().threaded,
-                  .read_ahead = {.chunk_size = 64 << 10, .chunks = 3},
-                  .diff_id_thread = GetParam().diff_id_thread});
+    auto stream = LayerStream::Open(&source, {.input_name = "layer L",
+                                              .threaded = GetParam().threaded,
+                                              .read_ahead = {.chunk_size = 64 << 10, .chunks = 3},
+                                              .diff_id_thread = GetParam().diff_id_thread});
     ASSERT_TRUE(stream.ok());
     EXPECT_TRUE((*stream)->diff_id().empty());  // not before the end
     auto out = ReadAll(stream->get());
@@ -262,17 +263,17 @@ TEST_P(LayerStreams, FailsWithDataLossOnADigestMismatch) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    LayerStream, LayerStreams,
-    ::testing::Values(StreamCase{true, DiffIdThread::kReader},
-                      StreamCase{true, DiffIdThread::kDecompressor},
-                      StreamCase{false, DiffIdThread::kReader},
-                      StreamCase{false, DiffIdThread::kDecompressor}),
-    [](const auto& info) {
-      return std::string(info.param.threaded ? "Threaded" : "Inline") +
-             (info.param.diff_id_thread == DiffIdThread::kReader ? "DiffIdOnReader"
-                                                                 : "DiffIdOnDecompressor");
-    });
+INSTANTIATE_TEST_SUITE_P(LayerStream, LayerStreams,
+                         ::testing::Values(StreamCase{true, DiffIdThread::kReader},
+                                           StreamCase{true, DiffIdThread::kDecompressor},
+                                           StreamCase{false, DiffIdThread::kReader},
+                                           StreamCase{false, DiffIdThread::kDecompressor}),
+                         [](const auto& info) {
+                           return std::string(info.param.threaded ? "Threaded" : "Inline") +
+                                  (info.param.diff_id_thread == DiffIdThread::kReader
+                                       ? "DiffIdOnReader"
+                                       : "DiffIdOnDecompressor");
+                         });
 
 TEST(LayerStream, PassesDecompressionErrorsThrough) {
   std::string blob = Gzip(RandomText(100000, 14));

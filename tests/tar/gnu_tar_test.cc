@@ -7,6 +7,7 @@
 // Needs root (mknod, chown to ids above 65535, trusted.* xattrs).
 #include <dirent.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -17,8 +18,6 @@
 #include <map>
 #include <random>
 #include <set>
-
-#include <gtest/gtest.h>
 
 #include "evs/common/byte_stream.h"
 #include "evs/common/digest.h"
@@ -135,8 +134,8 @@ void BuildTree(const std::string& root_path, bool ustar) {
   MakeDir(root, "sizes");
   int sizes = OpenDir(root, "sizes");
   uint32_t seed = 1;
-  for (size_t size : {0, 1, 511, 512, 513, 4095, 4096, 4097, 8191, 8192, 8193, 12287, 12288,
-                      12289, (1 << 20) + 3}) {
+  for (size_t size : {0, 1, 511, 512, 513, 4095, 4096, 4097, 8191, 8192, 8193, 12287, 12288, 12289,
+                      (1 << 20) + 3}) {
     MakeFile(sizes, "s" + std::to_string(size), RandomBytes(size, seed++));
   }
   ::close(sizes);
@@ -157,8 +156,7 @@ void BuildTree(const std::string& root_path, bool ustar) {
   Check(::fchownat(owners, "big", 70000, 80000, AT_SYMLINK_NOFOLLOW) == 0, "chown big");
   if (!ustar) {
     MakeFile(owners, "bigger", "b");
-    Check(::fchownat(owners, "bigger", 3000000, 3000001, AT_SYMLINK_NOFOLLOW) == 0,
-          "chown bigger");
+    Check(::fchownat(owners, "bigger", 3000000, 3000001, AT_SYMLINK_NOFOLLOW) == 0, "chown bigger");
   }
   ::close(owners);
 
@@ -193,8 +191,8 @@ void BuildTree(const std::string& root_path, bool ustar) {
   SetXattr(xattrs, "file", "security.evs", "security value");
   // VFS_CAP_REVISION_2 with CAP_NET_RAW permitted and effective
   // (linux/capability.h): binary, with zero bytes.
-  std::string cap("\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00",
-                  20);
+  std::string cap(
+      "\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00", 20);
   SetXattr(xattrs, "file", "security.capability", cap);
   MakeDir(xattrs, "dir");
   SetXattr(xattrs, "dir", "user.on-a-dir", "d");
@@ -413,9 +411,9 @@ TEST_P(GnuTar, EveryFieldMatchesWhatWasPutIn) {
                           "' | gzip -1; tail -c +" + std::to_string(third + 1) + " '" + tar_path +
                           "' | head -c " + std::to_string(third) + " | gzip -9; tail -c +" +
                           std::to_string(2 * third + 1) + " '" + tar_path + "' | gzip)")},
-      {"zstd-multi", ShOk("(head -c " + std::to_string(third) + " '" + tar_path +
-                          "' | zstd -q -1; tail -c +" + std::to_string(third + 1) + " '" +
-                          tar_path + "' | zstd -q -19)")},
+      {"zstd-multi",
+       ShOk("(head -c " + std::to_string(third) + " '" + tar_path + "' | zstd -q -1; tail -c +" +
+            std::to_string(third + 1) + " '" + tar_path + "' | zstd -q -19)")},
   };
 
   for (const auto& [compression, blob] : blobs) {
@@ -504,7 +502,7 @@ TEST_P(GnuTar, EveryFieldMatchesWhatWasPutIn) {
     EXPECT_TRUE(tee.bytes == tar) << "the tee did not see the tar byte for byte";
     EXPECT_EQ((*stream)->diff_id(), Digest::Sha256Of(tar));
     EXPECT_EQ((*stream)->blob_digest(), Digest::Sha256Of(blob));
-    EXPECT_EQ((*stream)->compression(), compression == "none"         ? Compression::kNone
+    EXPECT_EQ((*stream)->compression(), compression == "none"             ? Compression::kNone
                                         : compression.starts_with("gzip") ? Compression::kGzip
                                                                           : Compression::kZstd);
   }

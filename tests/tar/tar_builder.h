@@ -30,7 +30,7 @@ struct HeaderSpec {
   std::string gname;
   uint64_t devmajor = 0;
   uint64_t devminor = 0;
-  std::string prefix;               // POSIX ustar only
+  std::string prefix;  // POSIX ustar only
   enum Magic { kUstar, kGnu, kV7 } magic = kUstar;
   // Raw images replacing a numeric field ("size", "uid", "gid", "mtime",
   // "mode", "devmajor"); written as is, padded with NULs to the field.
@@ -68,8 +68,7 @@ struct ReadLayerEntry {
   LayerEntry entry;
   std::string data;
 };
-Result<std::vector<ReadLayerEntry>> ReadLayer(std::string archive,
-                                              LayerReaderOptions options = {});
+Result<std::vector<ReadLayerEntry>> ReadLayer(std::string archive, LayerReaderOptions options = {});
 
 // gzip / zstd of `data` in memory (zlib, libzstd).
 std::string Gzip(std::string_view data, int level = 6);

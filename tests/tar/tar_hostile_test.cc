@@ -2,10 +2,10 @@
 // these under AddressSanitizer + UBSan). Every malformed input must fail with
 // an error naming the input, the entry (when one is known) and the offset —
 // never crash, never read out of bounds, never loop without end.
+#include <gtest/gtest.h>
+
 #include <cstring>
 #include <random>
-
-#include <gtest/gtest.h>
 
 #include "evs/common/byte_stream.h"
 #include "evs/tar/decompress.h"
@@ -220,38 +220,43 @@ TEST(TarHostile, PaxRecordsWhoseLengthsLieAreErrors) {
     std::string records;
     std::string reason;
   } cases[] = {
-      {"50 path=x\n", "malformed pax record at offset 512: length \"50\" is not a number within "
-                      "the header"},
+      {"50 path=x\n",
+       "malformed pax record at offset 512: length \"50\" is not a number within "
+       "the header"},
       {"3 path=abc\n", "malformed pax record at offset 512: length 3 is too short"},
       {"0 path=x\n", "malformed pax record at offset 512: length 0 is too short"},
-      {"12 path=abcdefgh\n", "malformed pax record at offset 512: length 12 does not end at a "
-                             "newline"},
+      {"12 path=abcdefgh\n",
+       "malformed pax record at offset 512: length 12 does not end at a "
+       "newline"},
       {"11 pathxyz\n", "malformed pax record at offset 512: no keyword=value"},
       {"9 =value\n", "malformed pax record at offset 512: no keyword=value"},
-      {"x2 path=a\n", "malformed pax record at offset 512: length \"x2\" is not a number within "
-                      "the header"},
-      {"-5 path=x\n", "malformed pax record at offset 512: length \"-5\" is not a number within "
-                      "the header"},
+      {"x2 path=a\n",
+       "malformed pax record at offset 512: length \"x2\" is not a number within "
+       "the header"},
+      {"-5 path=x\n",
+       "malformed pax record at offset 512: length \"-5\" is not a number within "
+       "the header"},
       {"path=x\n", "malformed pax record at offset 512: no length"},
       {PaxRecord("uid", "1") + "99999999999999999999999 a=b\n",
        "malformed pax record at offset 520: no length"},
   };
   for (const Case& c : cases) {
     Status s = LayerStatus(PaxHeader(c.records) + Member({.name = "f"}) + EndOfArchive());
-    EXPECT_EQ(s.message(), StrCat(kLayer, ": tar header at offset 0: pax extended header: ",
-                                  c.reason))
+    EXPECT_EQ(s.message(),
+              StrCat(kLayer, ": tar header at offset 0: pax extended header: ", c.reason))
         << c.records;
   }
 }
 
 TEST(TarHostile, ExtensionHeadersAreBoundedInSizeAndCount) {
   // One header bigger than the limit: refused before anything is read.
-  HeaderSpec big{.name = "././@LongLink", .type = 'L', .size = uint64_t{1} << 30,
-                 .magic = HeaderSpec::kGnu};
+  HeaderSpec big{
+      .name = "././@LongLink", .type = 'L', .size = uint64_t{1} << 30, .magic = HeaderSpec::kGnu};
   Status s = LayerStatus(Header(big) + EndOfArchive());
-  EXPECT_EQ(s.message(), StrCat(kLayer, ": tar header at offset 0: GNU long name headers add up "
-                                        "to 1073741824 bytes, more than the limit of 8388608 "
-                                        "bytes"));
+  EXPECT_EQ(s.message(), StrCat(kLayer,
+                                ": tar header at offset 0: GNU long name headers add up "
+                                "to 1073741824 bytes, more than the limit of 8388608 "
+                                "bytes"));
   // Many small ones for one entry add up.
   std::string many;
   for (int i = 0; i < 40; ++i) many += PaxHeader(PaxRecord("comment", std::string(300, 'c')));
@@ -272,8 +277,9 @@ TEST(TarHostile, ExtensionHeadersAreBoundedInSizeAndCount) {
       << r.status().message();
   // An extension header with no entry after it.
   s = LayerStatus(PaxHeader(PaxRecord("path", "dangling")) + EndOfArchive());
-  EXPECT_EQ(s.message(), StrCat(kLayer, ": tar header at offset 0: extension header is not "
-                                        "followed by an entry"));
+  EXPECT_EQ(s.message(), StrCat(kLayer,
+                                ": tar header at offset 0: extension header is not "
+                                "followed by an entry"));
 }
 
 TEST(TarHostile, PathsThatLeaveTheRootAreErrors) {

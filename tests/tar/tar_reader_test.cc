@@ -1,11 +1,12 @@
 // TarReader and LayerReader on archives built byte by byte: every header
 // dialect, extension and numeric encoding the reader promises to handle.
 // (Archives made by GNU tar itself: gnu_tar_test.cc.)
+#include "evs/tar/tar_reader.h"
+
 #include <gtest/gtest.h>
 
 #include "evs/common/byte_stream.h"
 #include "evs/tar/layer_reader.h"
-#include "evs/tar/tar_reader.h"
 #include "tar_builder.h"
 
 namespace evs::tar {
@@ -23,8 +24,13 @@ using testing::ReadLayer;
 using testing::ReadTar;
 
 TEST(TarReader, ReadsUstarMembersWithOffsetsAndData) {
-  std::string archive = Member({.name = "a.txt", .mode = 0640, .uid = 1000, .gid = 100,
-                                .mtime = 1700000000, .uname = "alice", .gname = "users"},
+  std::string archive = Member({.name = "a.txt",
+                                .mode = 0640,
+                                .uid = 1000,
+                                .gid = 100,
+                                .mtime = 1700000000,
+                                .uname = "alice",
+                                .gname = "users"},
                                "hello") +
                         Member({.name = "dir/", .type = '5', .mode = 0755}) +
                         Member({.name = "big", .mode = 0600}, std::string(1500, 'x')) +
@@ -72,10 +78,11 @@ TEST(TarReader, GnuHeadersHaveNoPrefix) {
 TEST(TarReader, GnuLongNameAndLongLinkName) {
   std::string name(300, 'a');
   std::string target(5000, 'b');
-  std::string archive = GnuLongHeader('L', name) + GnuLongHeader('K', target) +
-                        Member({.name = "short", .type = '2', .linkname = "short-target",
-                                .magic = HeaderSpec::kGnu}) +
-                        EndOfArchive();
+  std::string archive =
+      GnuLongHeader('L', name) + GnuLongHeader('K', target) +
+      Member(
+          {.name = "short", .type = '2', .linkname = "short-target", .magic = HeaderSpec::kGnu}) +
+      EndOfArchive();
   auto entries = ReadTar(archive);
   ASSERT_TRUE(entries.ok()) << entries.status().ToString();
   ASSERT_EQ(entries->size(), 1u);
@@ -90,9 +97,8 @@ TEST(TarReader, PaxRecordsOverrideHeaderFields) {
   std::string records = PaxRecord("path", "pax/path/é") + PaxRecord("linkpath", "pax-link") +
                         PaxRecord("uid", "4000000000") + PaxRecord("gid", "3000000") +
                         PaxRecord("uname", "bob") + PaxRecord("gname", "staff") +
-                        PaxRecord("mtime", "1700000000.123456789123") +
-                        PaxRecord("atime", "1.5") + PaxRecord("ctime", "2.5") +
-                        PaxRecord("SCHILY.xattr.user.b", "2") +
+                        PaxRecord("mtime", "1700000000.123456789123") + PaxRecord("atime", "1.5") +
+                        PaxRecord("ctime", "2.5") + PaxRecord("SCHILY.xattr.user.b", "2") +
                         PaxRecord("SCHILY.xattr.user.a", std::string("x\0y\n=", 5)) +
                         PaxRecord("SCHILY.xattr.user.empty", "");
   std::string archive = PaxHeader(records) +
@@ -116,8 +122,8 @@ TEST(TarReader, PaxRecordsOverrideHeaderFields) {
 }
 
 TEST(TarReader, NegativeFractionalPaxMtimeIsFloored) {
-  std::string archive = PaxHeader(PaxRecord("mtime", "-100000.25")) + Member({.name = "old"}) +
-                        EndOfArchive();
+  std::string archive =
+      PaxHeader(PaxRecord("mtime", "-100000.25")) + Member({.name = "old"}) + EndOfArchive();
   auto entries = ReadTar(archive);
   ASSERT_TRUE(entries.ok()) << entries.status().ToString();
   EXPECT_EQ((*entries)[0].header.mtime, -100001);
@@ -126,9 +132,8 @@ TEST(TarReader, NegativeFractionalPaxMtimeIsFloored) {
 
 TEST(TarReader, PaxSizeOverridesHeaderSize) {
   std::string data(700, 'd');
-  std::string archive = PaxHeader(PaxRecord("size", "700")) +
-                        Header({.name = "f", .size = 1}) + testing::Padded(data) +
-                        Member({.name = "next"}, "n") + EndOfArchive();
+  std::string archive = PaxHeader(PaxRecord("size", "700")) + Header({.name = "f", .size = 1}) +
+                        testing::Padded(data) + Member({.name = "next"}, "n") + EndOfArchive();
   auto entries = ReadTar(archive);
   ASSERT_TRUE(entries.ok()) << entries.status().ToString();
   ASSERT_EQ(entries->size(), 2u);
@@ -152,14 +157,13 @@ TEST(TarReader, LibarchiveXattrsAreDecoded) {
 }
 
 TEST(TarReader, GlobalHeadersApplyUntilReplacedAndLocalRecordsWin) {
-  std::string archive = PaxHeader(PaxRecord("uname", "global") + PaxRecord("gid", "7"), 'g') +
-                        Member({.name = "a"}) +
-                        PaxHeader(PaxRecord("uname", "local")) + Member({.name = "b"}) +
-                        // An empty local value cancels the global one: the header
-                        // field stands.
-                        PaxHeader(PaxRecord("gid", "")) + Member({.name = "c", .gid = 9}) +
-                        PaxHeader(PaxRecord("gid", ""), 'g') + Member({.name = "d", .gid = 11}) +
-                        EndOfArchive();
+  std::string archive =
+      PaxHeader(PaxRecord("uname", "global") + PaxRecord("gid", "7"), 'g') + Member({.name = "a"}) +
+      PaxHeader(PaxRecord("uname", "local")) + Member({.name = "b"}) +
+      // An empty local value cancels the global one: the header
+      // field stands.
+      PaxHeader(PaxRecord("gid", "")) + Member({.name = "c", .gid = 9}) +
+      PaxHeader(PaxRecord("gid", ""), 'g') + Member({.name = "d", .gid = 11}) + EndOfArchive();
   auto entries = ReadTar(archive);
   ASSERT_TRUE(entries.ok()) << entries.status().ToString();
   ASSERT_EQ(entries->size(), 4u);
@@ -254,10 +258,10 @@ TEST(TarReader, HeaderOnlyTypesCarryNoDataWhateverTheirSize) {
 }
 
 TEST(TarReader, GnuDumpdirDataIsSkippedAndVolumeLabelsIgnored) {
-  std::string archive = Member({.name = "label", .type = 'V', .magic = HeaderSpec::kGnu}) +
-                        Member({.name = "dd/", .type = 'D', .magic = HeaderSpec::kGnu},
-                               std::string("Yfile\0\0", 7)) +
-                        Member({.name = "after"}, "a") + EndOfArchive();
+  std::string archive =
+      Member({.name = "label", .type = 'V', .magic = HeaderSpec::kGnu}) +
+      Member({.name = "dd/", .type = 'D', .magic = HeaderSpec::kGnu}, std::string("Yfile\0\0", 7)) +
+      Member({.name = "after"}, "a") + EndOfArchive();
   auto entries = ReadTar(archive);
   ASSERT_TRUE(entries.ok()) << entries.status().ToString();
   ASSERT_EQ(entries->size(), 2u);
@@ -281,8 +285,9 @@ TEST(TarReader, EndsAtOneZeroBlockOrAtEndOfStream) {
 }
 
 TEST(TarReader, TeeSeesEveryByteIncludingPaddingAfterTheEnd) {
-  std::string archive = Member({.name = "a"}, "data") + Member({.name = "b"}, std::string(3000, 'b')) +
-                        EndOfArchive() + std::string(8192, '\0');
+  std::string archive = Member({.name = "a"}, "data") +
+                        Member({.name = "b"}, std::string(3000, 'b')) + EndOfArchive() +
+                        std::string(8192, '\0');
   StringSource source(archive);
   std::string teed;
   struct StringSink : ByteSink {
@@ -325,8 +330,8 @@ TEST(TarReader, DataIsLentWithoutCopyingFromAChunkSource) {
 }
 
 TEST(TarReader, RejectsGnuSparseFiles) {
-  auto old_sparse = ReadTar(Member({.name = "sp", .type = 'S', .magic = HeaderSpec::kGnu}) +
-                            EndOfArchive());
+  auto old_sparse =
+      ReadTar(Member({.name = "sp", .type = 'S', .magic = HeaderSpec::kGnu}) + EndOfArchive());
   ASSERT_FALSE(old_sparse.ok());
   EXPECT_NE(old_sparse.status().message().find("GNU sparse file (old GNU format, type 'S')"),
             std::string::npos)
@@ -367,9 +372,10 @@ TEST(LayerReader, NormalizesPaths) {
   struct Case {
     const char* in;
     const char* out;
-  } cases[] = {{"./", ""},        {"/", ""},          {".", ""},           {"./a/b", "a/b"},
-               {"/abs/x", "abs/x"}, {"a//b///c/", "a/b/c"}, {"a/./b", "a/b"}, {"a/../b", "b"},
-               {"a/b/../../c", "c"}, {"./a/..", ""}};
+  } cases[] = {{"./", ""},       {"/", ""},           {".", ""},
+               {"./a/b", "a/b"}, {"/abs/x", "abs/x"}, {"a//b///c/", "a/b/c"},
+               {"a/./b", "a/b"}, {"a/../b", "b"},     {"a/b/../../c", "c"},
+               {"./a/..", ""}};
   for (const Case& c : cases) {
     auto r = NormalizeLayerPath(c.in);
     ASSERT_TRUE(r.ok()) << c.in << ": " << r.status().ToString();
@@ -385,15 +391,12 @@ TEST(LayerReader, NormalizesPaths) {
 }
 
 TEST(LayerReader, WhiteoutsBecomeCharDevicesAndOpaqueMarkers) {
-  std::string archive = Member({.name = "./etc/", .type = '5', .mode = 0755}) +
-                        Member({.name = "./etc/.wh.passwd", .mode = 0644, .uid = 5, .gid = 6,
-                                .mtime = 1234}) +
-                        Member({.name = "./.wh.toplevel"}) +
-                        Member({.name = "./var/lib/.wh..wh..opq"}) +
-                        Member({.name = ".wh..wh..opq"}) +
-                        Member({.name = "usr/.wh..wh.plnk", .type = '5'}) +
-                        Member({.name = "usr/.wh..wh.plnk/123.4"}, "aufs hardlink store") +
-                        EndOfArchive();
+  std::string archive =
+      Member({.name = "./etc/", .type = '5', .mode = 0755}) +
+      Member({.name = "./etc/.wh.passwd", .mode = 0644, .uid = 5, .gid = 6, .mtime = 1234}) +
+      Member({.name = "./.wh.toplevel"}) + Member({.name = "./var/lib/.wh..wh..opq"}) +
+      Member({.name = ".wh..wh..opq"}) + Member({.name = "usr/.wh..wh.plnk", .type = '5'}) +
+      Member({.name = "usr/.wh..wh.plnk/123.4"}, "aufs hardlink store") + EndOfArchive();
   auto entries = ReadLayer(archive);
   ASSERT_TRUE(entries.ok()) << entries.status().ToString();
   ASSERT_EQ(entries->size(), 5u);
@@ -424,17 +427,15 @@ TEST(LayerReader, RejectsWhiteoutsOfNothing) {
 }
 
 TEST(LayerReader, EntriesCarryLayerFieldsAndSortedXattrs) {
-  std::string records = PaxRecord("SCHILY.xattr.user.z", "1") +
-                        PaxRecord("SCHILY.xattr.security.capability", "c") +
-                        PaxRecord("SCHILY.xattr.trusted.t", "2") +
-                        PaxRecord("mtime", "4102444800.5");
-  std::string archive = Member({.name = "./", .type = '5'}) + PaxHeader(records) +
-                        Member({.name = "./bin/tool", .mode = 04755, .uid = 70000, .gid = 80000},
-                               "#!/bin/sh\n") +
-                        Member({.name = "./bin/hl", .type = '1', .linkname = "./bin/../bin/tool"}) +
-                        Member({.name = "dev/null", .type = '3', .devmajor = 1, .devminor = 3}) +
-                        Member({.name = "link", .type = '2', .linkname = "../../outside"}) +
-                        EndOfArchive();
+  std::string records =
+      PaxRecord("SCHILY.xattr.user.z", "1") + PaxRecord("SCHILY.xattr.security.capability", "c") +
+      PaxRecord("SCHILY.xattr.trusted.t", "2") + PaxRecord("mtime", "4102444800.5");
+  std::string archive =
+      Member({.name = "./", .type = '5'}) + PaxHeader(records) +
+      Member({.name = "./bin/tool", .mode = 04755, .uid = 70000, .gid = 80000}, "#!/bin/sh\n") +
+      Member({.name = "./bin/hl", .type = '1', .linkname = "./bin/../bin/tool"}) +
+      Member({.name = "dev/null", .type = '3', .devmajor = 1, .devminor = 3}) +
+      Member({.name = "link", .type = '2', .linkname = "../../outside"}) + EndOfArchive();
   auto entries = ReadLayer(archive);
   ASSERT_TRUE(entries.ok()) << entries.status().ToString();
   ASSERT_EQ(entries->size(), 5u);

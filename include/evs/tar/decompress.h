@@ -143,7 +143,7 @@ class LayerStream : public ChunkSource {
 
   LayerStreamOptions options_;
   std::unique_ptr<Decompressor> decompressor_;
-  std::unique_ptr<ChunkSource> chunks_;  // reads decompressor_; destroyed first
+  std::unique_ptr<ChunkSource> chunks_;    // reads decompressor_; destroyed first
   std::unique_ptr<Hasher> reader_hasher_;  // DiffIdThread::kReader
   Digest diff_id_;
   Status error_;

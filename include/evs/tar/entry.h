@@ -14,8 +14,8 @@ enum class EntryType {
   kRegular,
   kDirectory,
   kSymlink,
-  kHardlink,      // another name for an earlier entry: see `link_target`
-  kCharDevice,    // an overlayfs whiteout is a char device 0:0
+  kHardlink,    // another name for an earlier entry: see `link_target`
+  kCharDevice,  // an overlayfs whiteout is a char device 0:0
   kBlockDevice,
   kFifo,
   kSocket,
@@ -34,9 +34,9 @@ struct LayerEntry {
   uint32_t mode = 0;  // permission bits including setuid/setgid/sticky (07777)
   uint32_t uid = 0;
   uint32_t gid = 0;
-  int64_t mtime = 0;        // seconds since the epoch; may be negative
+  int64_t mtime = 0;  // seconds since the epoch; may be negative
   uint32_t mtime_nsec = 0;
-  uint64_t size = 0;        // regular files: data length; 0 otherwise
+  uint64_t size = 0;  // regular files: data length; 0 otherwise
   // kSymlink: the target as stored (may be absolute or dangling).
   // kHardlink: the normalised path of the earlier entry it names.
   std::string link_target;

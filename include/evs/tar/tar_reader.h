@@ -43,26 +43,26 @@ namespace evs::tar {
 // One archive member as stored, after its GNU and pax extension headers have
 // been applied. Paths are not normalised (LayerReader does that).
 struct TarHeader {
-  char typeflag = '0';       // as stored ('\0' and '7' are kept as they are)
+  char typeflag = '0';  // as stored ('\0' and '7' are kept as they are)
   // kRegular, kHardlink, kSymlink, kCharDevice, kBlockDevice, kDirectory or
   // kFifo.
   EntryType type = EntryType::kRegular;
-  std::string path;          // pax path > GNU 'L' > ustar prefix/name
-  std::string link_path;     // pax linkpath > GNU 'K' > ustar linkname
-  uint32_t mode = 0;         // permission bits (07777); file-type bits dropped
+  std::string path;       // pax path > GNU 'L' > ustar prefix/name
+  std::string link_path;  // pax linkpath > GNU 'K' > ustar linkname
+  uint32_t mode = 0;      // permission bits (07777); file-type bits dropped
   uint32_t uid = 0;
   uint32_t gid = 0;
   std::string uname;
   std::string gname;
-  int64_t mtime = 0;         // seconds since the epoch, may be negative
-  uint32_t mtime_nsec = 0;   // from a fractional pax mtime
+  int64_t mtime = 0;        // seconds since the epoch, may be negative
+  uint32_t mtime_nsec = 0;  // from a fractional pax mtime
   // Data bytes following the header: the file size for regular files, the
   // listing of a GNU dumpdir 'D'; 0 for hardlinks, symlinks, devices, fifos
   // and directories whatever their size field says: they carry no data, as
   // Go's archive/tar (containerd's layer applier) reads them. GNU tar
   // differs: it skips `size` bytes after symlinks, devices and fifos.
   uint64_t size = 0;
-  uint32_t dev_major = 0;    // char and block devices only
+  uint32_t dev_major = 0;  // char and block devices only
   uint32_t dev_minor = 0;
   // Extended attributes in archive order, names unique (a later record for
   // the same name replaces an earlier one).
