@@ -7,12 +7,14 @@
 #include <vector>
 
 #include "evs/common/fd.h"
+#include "evs/common/file.h"
 #include "evs/verity/tree_builder.h"
 #include "test_util.h"
 
 namespace evs::verity::testing {
 
 void WritePatternFile(const std::string& path, uint64_t size, uint64_t seed) {
+  ASSERT_TRUE(MakeDirs(Dirname(path)).ok()) << path;
   auto fd = OpenFile(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
   ASSERT_TRUE(fd.ok()) << fd.status().ToString();
   std::vector<uint64_t> buf(1 << 17);  // 1 MiB
