@@ -183,16 +183,6 @@ std::vector<std::string> Split(std::string_view s, char sep) {
   }
 }
 
-// True when lowerdir element `element` names `path`: equal, or a relative
-// suffix of it on a path component boundary.
-bool NamesPath(const std::string& element, const std::string& path) {
-  if (element.empty()) return false;
-  if (element == path) return true;
-  if (element[0] == '/' || element.size() >= path.size()) return false;
-  return path.compare(path.size() - element.size(), element.size(), element) == 0 &&
-         path[path.size() - element.size() - 1] == '/';
-}
-
 }  // namespace
 
 std::set<int64_t> LayerMounter::LayersInUse() const {
@@ -220,7 +210,7 @@ std::set<int64_t> LayerMounter::LayersInUse() const {
       if (opt.rfind("lowerdir=", 0) != 0) continue;
       for (const std::string& element : Split(std::string_view(opt).substr(9), ':')) {
         for (const auto& [layer_id, m] : mounts_) {
-          if (NamesPath(element, m.mount.target())) used.insert(layer_id);
+          if (element == m.mount.target()) used.insert(layer_id);
         }
       }
     }

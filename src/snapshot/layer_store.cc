@@ -13,7 +13,10 @@
 #include "evs/common/fd.h"
 #include "evs/common/file.h"
 #include "evs/common/log.h"
-#include "evs/common/subprocess.h"
+#include "evs/erofs/dir_source.h"
+#include "evs/erofs/writer.h"
+#include "evs/verity/format.h"
+#include "evs/verity/tree_builder.h"
 
 namespace evs::snapshot {
 namespace {
@@ -81,45 +84,50 @@ Result<StagedLayer> LayerStore::BuildFromDirectory(const std::string& dir,
   StagedLayer staged(tmpl, LayerRecord{});
   std::string image = staged.image_path();
 
-  // Interim builder until the verity module's layer builder lands: erofs-utils
-  // (mkfs.erofs, full mode, fixed UUID so the output is deterministic) and no
-  // verity tree. Replaced by verity::BuildLayer from a directory walk.
-  EVS_ASSIGN_OR_RETURN(SubprocessResult run,
-                       RunSubprocess({"mkfs.erofs", "--quiet", "-U",
-                                      "00000000-0000-0000-0000-000000000000", image, dir}));
-  if (run.exit_code != 0) {
-    return InternalError("layer for ", name, ": mkfs.erofs ", dir, " failed (exit ", run.exit_code,
-                         "): ", run.stderr_data.substr(0, 1024));
-  }
-
-  EVS_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(image, O_RDONLY));
+  // One pass: the directory walk feeds the EROFS writer, whose blocks feed
+  // the verity tree builder; the tree is appended at hash_offset (DESIGN.md
+  // §4). The salt is fixed (32 zero bytes, as containerd's go-dmverity
+  // layers have) and the UUIDs derive from a constant, so the same tree
+  // always gives the same file and the same root digest: the root digest is
+  // the layer's content digest, the key that stores identical layers once.
+  verity::VerityParams params;
+  params.salt = std::string(32, '\0');
+  params.uuid = verity::DeriveUuid("evs unpacked layer");
+  verity::TreeBuildOptions tree_options;
+  tree_options.spill_dir = staged.dir();
+  tree_options.what = StrCat("layer for ", name);
+  EVS_ASSIGN_OR_RETURN(std::unique_ptr<verity::VerityTreeBuilder> tree,
+                       verity::VerityTreeBuilder::Create(params, tree_options));
+  EVS_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(image, O_RDWR | O_CREAT | O_EXCL, 0444));
+  erofs::WriterOptions writer_options;
+  writer_options.mode = erofs::Mode::kFull;
+  writer_options.uuid_seed = "evs unpacked layer";
+  writer_options.observer = tree.get();
+  writer_options.input_name = name;
+  EVS_ASSIGN_OR_RETURN(std::unique_ptr<erofs::ErofsWriter> writer,
+                       erofs::ErofsWriter::Create(fd.get(), writer_options));
+  erofs::DirSourceOptions dir_options;
+  dir_options.input_name = name;
+  EVS_RETURN_IF_ERROR(erofs::AddDirectory(dir, writer.get(), dir_options));
+  EVS_ASSIGN_OR_RETURN(erofs::ImageInfo info, writer->Finish());
+  writer.reset();
+  EVS_ASSIGN_OR_RETURN(verity::VerityDescriptor verity,
+                       tree->Finish(fd.get(), info.image_size / params.data_block_size));
   if (::fsync(fd.get()) != 0) return ErrnoError(errno, StrCat("fsync ", image));
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return ErrnoError(errno, StrCat("stat ", image));
 
-  Hasher hasher(HashAlgorithm::kSha256);
-  std::string buf(1 << 20, '\0');
-  for (off_t off = 0;;) {
-    EVS_ASSIGN_OR_RETURN(size_t n, PreadFull(fd.get(), buf.data(), buf.size(), off, image));
-    if (n == 0) break;
-    hasher.Update(buf.data(), n);
-    off += static_cast<off_t>(n);
-  }
-  // struct erofs_super_block at byte 1024: inos (le64) at offset 16
-  // (reference/erofs-and-dm-verity-format.md §1).
-  uint8_t inos[8] = {};
-  EVS_RETURN_IF_ERROR(PreadFull(fd.get(), inos, sizeof inos, 1024 + 16, image).status());
-  uint64_t inodes = 0;
-  for (int i = 7; i >= 0; --i) inodes = (inodes << 8) | inos[i];
-
   LayerRecord r;
-  r.digest = Digest(HashAlgorithm::kSha256, hasher.FinishBytes()).ToString();
+  r.digest = StrCat("sha256:", verity.root_digest.hex());
   r.file_size = static_cast<uint64_t>(st.st_size);
-  r.image_size = static_cast<uint64_t>(st.st_size);
-  r.block_size = 4096;
-  r.hash_offset = 0;
+  r.image_size = info.image_size;
+  r.block_size = params.data_block_size;
+  r.root_digest = verity.root_digest.hex();
+  r.salt = verity::SaltHex(verity.params.salt);
+  r.hash_offset = verity.hash_offset;
+  r.hash_algorithm = std::string(HashAlgorithmName(verity.params.algorithm));
   r.usage.size = static_cast<int64_t>(st.st_blocks) * 512;
-  r.usage.inodes = static_cast<int64_t>(inodes);
+  r.usage.inodes = static_cast<int64_t>(info.inodes);
   r.created_ns = NowNs();
   EVS_RETURN_IF_ERROR(FsyncDir(staged.dir()));
   std::string staged_dir = staged.dir();

@@ -75,9 +75,12 @@ class LayerMounter {
   // Shutdown: unmounts the layers no other mount uses and leaves the others
   // in place (forgetting them). A layer is in use when another mount in
   // this mount namespace shares its device (a bind of it) or is an overlay
-  // naming its mount point in lowerdir, absolute or relative (containerd
-  // shortens long lowerdirs to paths relative to their common parent).
-  // Costs one read of /proc/self/mountinfo. Returns how many were left.
+  // naming its mount point in lowerdir. (containerd shortens a lowerdir
+  // option longer than ~3.5 KiB to paths relative to their common parent;
+  // those cannot be attributed and count as unused. Unmounting such a layer
+  // does not disturb the overlay: it holds private clones of its lower
+  // mounts.) Costs one read of /proc/self/mountinfo. Returns how many were
+  // left.
   Result<int> ReleaseForShutdown();
 
   // Unmounts and removes whatever is under mount_dir and not mounted by

@@ -1,0 +1,454 @@
+// Snapshotter with real kernel mounts: EROFS layers, overlayfs, the
+// reconcile after a crash, shared layers, concurrency. Needs root, erofs and
+// overlay; skips otherwise.
+#include "evs/snapshot/snapshotter.h"
+
+#include <dirent.h>
+#include <gtest/gtest.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <thread>
+
+#include "evs/common/file.h"
+#include "evs/common/mount.h"
+#include "test_util.h"
+
+namespace evs::snapshot {
+namespace {
+
+using evs::testing::ReadFileOrDie;
+using evs::testing::TempDir;
+using evs::testing::WriteFile;
+
+#define EVS_REQUIRE_MOUNTS()                                                            \
+  do {                                                                                  \
+    EVS_REQUIRE_ROOT();                                                                 \
+    if (!evs::testing::KernelHasFilesystem("erofs")) GTEST_SKIP() << "needs erofs";     \
+    if (!evs::testing::KernelHasFilesystem("overlay")) GTEST_SKIP() << "needs overlay"; \
+  } while (0)
+
+// Mounts what the snapshotter returned, the way containerd's mount.All does
+// for these two types.
+Result<MountPoint> MountAt(const std::vector<Mount>& mounts, const std::string& target) {
+  if (mounts.size() != 1) return InternalError("expected one mount, got ", mounts.size());
+  const Mount& m = mounts[0];
+  bool ro = false;
+  std::string data;
+  for (const std::string& o : m.options) {
+    if (o == "ro") {
+      ro = true;
+    } else if (o == "rw" || o == "rbind") {
+    } else {
+      data += (data.empty() ? "" : ",") + o;
+    }
+  }
+  MakeDirs(target).ToString();
+  if (m.type == "bind") {
+    EVS_ASSIGN_OR_RETURN(MountPoint mp,
+                         MountPoint::Mount(m.source, target, "", MS_BIND | MS_REC, ""));
+    if (ro && ::mount("", target.c_str(), "", MS_BIND | MS_REMOUNT | MS_RDONLY, nullptr) != 0) {
+      return ErrnoError(errno, "remount ro");
+    }
+    return mp;
+  }
+  return MountPoint::Mount(m.source, target, m.type, ro ? MS_RDONLY : 0, data);
+}
+
+std::vector<std::string> List(const std::string& dir) {
+  std::vector<std::string> names;
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return names;
+  while (struct dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") names.push_back(n);
+  }
+  ::closedir(d);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+int MountsUnder(const std::string& dir) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  int n = 0;
+  while (std::getline(in, line)) {
+    std::istringstream f(line);
+    std::string a, b, c, d, mp;
+    f >> a >> b >> c >> d >> mp;
+    if (mp.rfind(dir + "/", 0) == 0) ++n;
+  }
+  return n;
+}
+
+bool Exists(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+class SnapshotterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!evs::testing::IsRoot() || !evs::testing::KernelHasFilesystem("erofs") ||
+        !evs::testing::KernelHasFilesystem("overlay")) {
+      GTEST_SKIP() << "needs root, erofs and overlay";
+    }
+    Open();
+  }
+  void TearDown() override {
+    if (sn_) {
+      EXPECT_TRUE(sn_->Close().ok());
+      sn_.reset();
+    }
+  }
+  void Open() {
+    SnapshotterOptions options;
+    options.root = root();
+    options.verity = VerityMode::kOff;
+    auto s = Snapshotter::Open(options);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    sn_ = std::move(*s);
+  }
+  void Reopen() {
+    ASSERT_TRUE(sn_->Close().ok());
+    sn_.reset();
+    Open();
+  }
+  std::string root() const { return dir_.Join("root"); }
+  std::string work(const std::string& name) const { return dir_.Join("work/" + name); }
+
+  // Prepares `key` on `parent`, lets `fill` change the mounted tree, and
+  // commits it as `name`.
+  template <typename Fill>
+  void Layer(const std::string& name, const std::string& parent, Fill fill) {
+    std::string key = name + "-active";
+    auto mounts = sn_->Prepare(key, parent, {});
+    ASSERT_TRUE(mounts.ok()) << mounts.status().ToString();
+    std::string target = work(key);
+    {
+      auto mp = MountAt(*mounts, target);
+      ASSERT_TRUE(mp.ok()) << mp.status().ToString();
+      fill(target);
+      ASSERT_TRUE(mp->Unmount().ok());
+    }
+    Status s = sn_->Commit(name, key, {});
+    ASSERT_TRUE(s.ok()) << s.ToString();
+  }
+
+  TempDir dir_{"evs-snapshotter"};
+  std::unique_ptr<Snapshotter> sn_;
+};
+
+TEST_F(SnapshotterTest, CommittedLayersStackAndAViewSeesTheirUnion) {
+  Layer("base", "", [](const std::string& t) {
+    WriteFile(t + "/etc/hostname", "base\n");
+    WriteFile(t + "/bin/tool", "v1");
+    ASSERT_EQ(::chmod((t + "/bin/tool").c_str(), 0755), 0);
+  });
+  Layer("top", "base", [](const std::string& t) { WriteFile(t + "/bin/tool", "v2"); });
+  auto view = sn_->View("look", "top", {});
+  ASSERT_TRUE(view.ok()) << view.status().ToString();
+  auto mp = MountAt(*view, work("look"));
+  ASSERT_TRUE(mp.ok()) << mp.status().ToString();
+  EXPECT_EQ(ReadFileOrDie(work("look") + "/etc/hostname"), "base\n");
+  EXPECT_EQ(ReadFileOrDie(work("look") + "/bin/tool"), "v2");
+  struct stat st;
+  ASSERT_EQ(::stat((work("look") + "/bin/tool").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0755u);
+  // A view is read-only.
+  EXPECT_NE(::mkdir((work("look") + "/new").c_str(), 0755), 0);
+}
+
+TEST_F(SnapshotterTest, CommitStoresTheUpperDirectoryAsAnErofsImageAndRemovesIt) {
+  Layer("one", "", [](const std::string& t) { WriteFile(t + "/f", "x"); });
+  auto layers = List(root() + "/layers/sha256");
+  ASSERT_EQ(layers.size(), 1u);
+  std::string image = root() + "/layers/sha256/" + layers[0] + "/layer.erofs";
+  EXPECT_EQ(ReadFileOrDie(image).substr(1024, 4), std::string("\xe2\xe1\xf5\xe0", 4))
+      << "EROFS superblock magic at 1024";
+  // Only the new active snapshot's directory would be here; the committed
+  // one's upper directory is gone.
+  EXPECT_TRUE(List(root() + "/snapshots").empty());
+  auto m = List(root() + "/m");
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_TRUE(IsMountPoint(root() + "/m/" + m[0]));
+}
+
+TEST_F(SnapshotterTest, DeletionsAndOpaqueDirectoriesInUpperLayersHideLowerFiles) {
+  Layer("lower", "", [](const std::string& t) {
+    WriteFile(t + "/gone", "deleted above");
+    WriteFile(t + "/dir/old1", "1");
+    WriteFile(t + "/dir/old2", "2");
+    WriteFile(t + "/kept", "k");
+  });
+  Layer("upper", "lower", [](const std::string& t) {
+    ASSERT_EQ(::unlink((t + "/gone").c_str()), 0);
+    evs::testing::ShOk("rm -rf '" + t + "/dir'");
+    ASSERT_EQ(::mkdir((t + "/dir").c_str(), 0755), 0);  // overlayfs makes it opaque
+    WriteFile(t + "/dir/new", "n");
+  });
+  // A container on top (a new active snapshot) must not see what was removed.
+  auto mounts = sn_->Prepare("container", "upper", {});
+  ASSERT_TRUE(mounts.ok()) << mounts.status().ToString();
+  auto mp = MountAt(*mounts, work("c"));
+  ASSERT_TRUE(mp.ok()) << mp.status().ToString();
+  EXPECT_FALSE(Exists(work("c") + "/gone"));
+  EXPECT_EQ(List(work("c") + "/dir"), (std::vector<std::string>{"new"}));
+  EXPECT_EQ(ReadFileOrDie(work("c") + "/kept"), "k");
+  ASSERT_TRUE(mp->Unmount().ok());
+
+  // In the upper layer's image itself: a 0:0 whiteout and an opaque xattr.
+  bool found = false;
+  for (const std::string& id : List(root() + "/m")) {
+    std::string layer = root() + "/m/" + id;
+    struct stat st;
+    if (::lstat((layer + "/gone").c_str(), &st) != 0 || !S_ISCHR(st.st_mode)) continue;
+    found = true;
+    EXPECT_EQ(st.st_rdev, makedev(0, 0));
+    char value[8] = {};
+    EXPECT_EQ(::getxattr((layer + "/dir").c_str(), "trusted.overlay.opaque", value, sizeof value),
+              1);
+    EXPECT_EQ(value[0], 'y');
+  }
+  EXPECT_TRUE(found) << "no layer mount holds the whiteout";
+}
+
+TEST_F(SnapshotterTest, IdenticalLayersAreStoredOnceAndRemovedWithTheLastSnapshot) {
+  auto same = [](const std::string& t) {
+    WriteFile(t + "/same", "identical content");
+    ASSERT_EQ(::chmod(t.c_str(), 0755), 0);
+    struct timespec times[2] = {{1000000, 0}, {1000000, 0}};
+    ASSERT_EQ(::utimensat(AT_FDCWD, (t + "/same").c_str(), times, 0), 0);
+    ASSERT_EQ(::utimensat(AT_FDCWD, t.c_str(), times, 0), 0);
+  };
+  Layer("a", "", same);
+  Layer("b", "", same);
+  EXPECT_EQ(List(root() + "/layers/sha256").size(), 1u);
+  EXPECT_EQ(List(root() + "/m").size(), 1u);
+  ASSERT_TRUE(sn_->Remove("a").ok());
+  EXPECT_EQ(List(root() + "/layers/sha256").size(), 1u) << "b still holds the layer";
+  EXPECT_EQ(MountsUnder(root()), 1);
+  ASSERT_TRUE(sn_->Remove("b").ok());
+  EXPECT_TRUE(List(root() + "/layers/sha256").empty());
+  EXPECT_EQ(MountsUnder(root()), 0);
+  EXPECT_TRUE(List(root() + "/m").empty());
+}
+
+TEST_F(SnapshotterTest, UsageMeasuresActiveSnapshotsAndReportsLayerSizes) {
+  auto mounts = sn_->Prepare("active", "", {});
+  ASSERT_TRUE(mounts.ok());
+  {
+    auto mp = MountAt(*mounts, work("a"));
+    ASSERT_TRUE(mp.ok());
+    WriteFile(work("a") + "/big", std::string(100000, 'z'));
+    WriteFile(work("a") + "/d/small", "s");
+  }
+  auto active = sn_->GetUsage("active");
+  ASSERT_TRUE(active.ok()) << active.status().ToString();
+  EXPECT_GE(active->size, 100000);
+  EXPECT_EQ(active->inodes, 4);  // root, big, d, d/small
+  ASSERT_TRUE(sn_->Commit("done", "active", {}).ok());
+  auto committed = sn_->GetUsage("done");
+  ASSERT_TRUE(committed.ok());
+  EXPECT_GE(committed->size, 100000) << "the layer file holds the data";
+  EXPECT_EQ(committed->inodes, 4);
+  auto missing = sn_->GetUsage("nope");
+  EXPECT_EQ(missing.status().code(), Code::kNotFound);
+}
+
+TEST_F(SnapshotterTest, ContainerdErrorsForKeysParentsAndKinds) {
+  ASSERT_TRUE(sn_->Prepare("k", "", {}).ok());
+  EXPECT_EQ(sn_->Prepare("k", "", {}).status().code(), Code::kAlreadyExists);
+  EXPECT_EQ(sn_->View("k", "", {}).status().code(), Code::kAlreadyExists);
+  EXPECT_EQ(sn_->Prepare("x", "missing", {}).status().code(), Code::kNotFound);
+  EXPECT_EQ(sn_->Prepare("x", "k", {}).status().code(), Code::kInvalidArgument)
+      << "parent must be committed";
+  EXPECT_EQ(sn_->Commit("c", "missing", {}).code(), Code::kNotFound);
+  ASSERT_TRUE(sn_->Commit("c", "k", {}).ok());
+  EXPECT_EQ(sn_->Commit("c", "k", {}).code(), Code::kAlreadyExists);
+  EXPECT_EQ(sn_->Mounts("c").status().code(), Code::kFailedPrecondition);
+  ASSERT_TRUE(sn_->View("v", "c", {}).ok());
+  EXPECT_EQ(sn_->Commit("c2", "v", {}).code(), Code::kFailedPrecondition) << "views do not commit";
+  EXPECT_EQ(sn_->Remove("c").code(), Code::kFailedPrecondition) << "c has a child";
+  EXPECT_TRUE(sn_->Remove("v").ok());
+  EXPECT_TRUE(sn_->Remove("c").ok());
+  EXPECT_EQ(sn_->Remove("c").code(), Code::kNotFound);
+  EXPECT_EQ(sn_->Stat("c").status().code(), Code::kNotFound);
+  EXPECT_EQ(sn_->Prepare("", "", {}).status().code(), Code::kInvalidArgument);
+}
+
+TEST_F(SnapshotterTest, LabelsOver4096BytesAreInvalidArgumentAndNothingIsCreated) {
+  Labels ok = {{"k", std::string(4095, 'v')}};
+  EXPECT_TRUE(sn_->Prepare("fits", "", ok).ok());
+  Labels big = {{"key", std::string(4094, 'v')}};
+  auto r = sn_->Prepare("too-big", "", big);
+  EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("key"), std::string::npos);
+  EXPECT_EQ(sn_->Stat("too-big").status().code(), Code::kNotFound);
+  Info update;
+  update.name = "fits";
+  update.labels = big;
+  EXPECT_EQ(sn_->Update(update, {"labels.key"}).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(List(root() + "/snapshots").size(), 1u);
+}
+
+TEST_F(SnapshotterTest, UpdateChangesOnlyTheNamedLabels) {
+  ASSERT_TRUE(sn_->Prepare("k", "", {{"a", "1"}, {"b", "2"}}).ok());
+  Info info;
+  info.name = "k";
+  info.labels = {{"b", "20"}, {"c", "3"}};
+  auto one = sn_->Update(info, {"labels.b"});
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(one->labels, (Labels{{"a", "1"}, {"b", "20"}}));
+  auto removed = sn_->Update(info, {"labels.a"});  // absent in info: removed
+  ASSERT_TRUE(removed.ok());
+  EXPECT_EQ(removed->labels, (Labels{{"b", "20"}}));
+  auto all = sn_->Update(info, {"labels"});
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->labels, (Labels{{"b", "20"}, {"c", "3"}}));
+  EXPECT_EQ(sn_->Update(info, {"parent"}).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(sn_->Update(info, {"name"}).status().code(), Code::kInvalidArgument);
+  auto stat = sn_->Stat("k");
+  ASSERT_TRUE(stat.ok());
+  EXPECT_EQ(stat->labels, (Labels{{"b", "20"}, {"c", "3"}}));
+  EXPECT_GE(stat->updated_ns, stat->created_ns);
+}
+
+TEST_F(SnapshotterTest, ListAppliesContainerdFilters) {
+  ASSERT_TRUE(sn_->Prepare("a", "", {{"containerd.io/gc.root", "x"}}).ok());
+  ASSERT_TRUE(sn_->Commit("a-c", "a", {{"l", "1"}}).ok());
+  ASSERT_TRUE(sn_->Prepare("b", "a-c", {}).ok());
+  auto names = [&](std::vector<std::string> filters) {
+    auto infos = sn_->List(filters);
+    EXPECT_TRUE(infos.ok()) << infos.status().ToString();
+    std::vector<std::string> out;
+    if (infos.ok()) {
+      for (const Info& i : *infos) out.push_back(i.name);
+    }
+    return out;
+  };
+  EXPECT_EQ(names({}), (std::vector<std::string>{"a-c", "b"}));
+  EXPECT_EQ(names({"kind==active"}), (std::vector<std::string>{"b"}));
+  EXPECT_EQ(names({"parent==a-c"}), (std::vector<std::string>{"b"}));
+  EXPECT_EQ(names({"labels.l==1", "name==b"}), (std::vector<std::string>{"a-c", "b"}));
+  EXPECT_EQ(sn_->List({"name=="}).status().code(), Code::kInvalidArgument);
+}
+
+TEST_F(SnapshotterTest, ReopenRemovesWhatACrashLeftAndRemountsCommittedLayers) {
+  Layer("base", "", [](const std::string& t) { WriteFile(t + "/f", "base"); });
+  auto mounts = sn_->Prepare("container", "base", {});
+  ASSERT_TRUE(mounts.ok());
+  ASSERT_TRUE(sn_->Close().ok());
+  sn_.reset();
+  // What a daemon killed half-way leaves behind: a temporary snapshot
+  // directory, an upper directory whose row is gone, a staged layer, a layer
+  // directory without a row, and a mount under m/ (mounts left by a killed
+  // daemon stay).
+  ASSERT_TRUE(MakeDirs(root() + "/snapshots/new-abc123/fs").ok());
+  ASSERT_TRUE(MakeDirs(root() + "/snapshots/999/fs").ok());
+  ASSERT_TRUE(MakeDirs(root() + "/layers/tmp/XyZ123").ok());
+  WriteFile(root() + "/layers/tmp/XyZ123/layer.erofs", "partial");
+  std::string orphan = root() + "/layers/sha256/" + std::string(64, 'e');
+  WriteFile(orphan + "/layer.erofs", "orphan");
+  ASSERT_TRUE(MakeDirs(root() + "/m/77").ok());
+  ASSERT_EQ(::mount("tmpfs", (root() + "/m/77").c_str(), "tmpfs", 0, nullptr), 0);
+
+  Open();
+  EXPECT_FALSE(Exists(root() + "/snapshots/new-abc123"));
+  EXPECT_FALSE(Exists(root() + "/snapshots/999"));
+  EXPECT_TRUE(List(root() + "/layers/tmp").empty());
+  EXPECT_FALSE(Exists(orphan));
+  EXPECT_FALSE(Exists(root() + "/m/77"));
+  // What metadata names survived, and works.
+  auto again = sn_->Mounts("container");
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  auto mp = MountAt(*again, work("c"));
+  ASSERT_TRUE(mp.ok()) << mp.status().ToString();
+  EXPECT_EQ(ReadFileOrDie(work("c") + "/f"), "base");
+}
+
+TEST_F(SnapshotterTest, ASecondSnapshotterOnTheSameRootIsRefused) {
+  SnapshotterOptions options;
+  options.root = root();
+  options.verity = VerityMode::kOff;
+  auto second = Snapshotter::Open(options);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), Code::kFailedPrecondition);
+  EXPECT_NE(second.status().message().find(root()), std::string::npos);
+}
+
+TEST_F(SnapshotterTest, CloseLeavesLayersUnderAMountedOverlayAndUnmountsTheRest) {
+  Layer("used", "", [](const std::string& t) { WriteFile(t + "/u", "u"); });
+  Layer("idle", "", [](const std::string& t) { WriteFile(t + "/i", "i"); });
+  auto mounts = sn_->Prepare("container", "used", {});
+  ASSERT_TRUE(mounts.ok());
+  auto mp = MountAt(*mounts, work("c"));
+  ASSERT_TRUE(mp.ok()) << mp.status().ToString();
+  ASSERT_TRUE(sn_->Close().ok());
+  sn_.reset();
+  // The container's overlay and the layer under it remain; the idle layer
+  // was unmounted.
+  EXPECT_EQ(MountsUnder(root()), 1);
+  EXPECT_EQ(ReadFileOrDie(work("c") + "/u"), "u");
+  ASSERT_TRUE(mp->Unmount().ok());
+  Open();  // and the next start takes over cleanly
+  EXPECT_EQ(MountsUnder(root()), 2);
+}
+
+TEST_F(SnapshotterTest, ThirtyTwoConcurrentPrepareCommitRemoveStreamsLeaveNothing) {
+  constexpr int kStreams = 32;
+  constexpr int kRounds = 4;
+  Layer("shared-base", "", [](const std::string& t) { WriteFile(t + "/base", "b"); });
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int s = 0; s < kStreams; ++s) {
+    threads.emplace_back([&, s] {
+      for (int r = 0; r < kRounds; ++r) {
+        std::string key = StrCat("s", s, "-r", r);
+        auto mounts = sn_->Prepare(key, "shared-base", {});
+        if (!mounts.ok()) {
+          ++failures;
+          continue;
+        }
+        // Write into the upper directory directly: the content differs per
+        // stream, so every commit makes its own layer.
+        std::string upper;
+        for (const std::string& o : (*mounts)[0].options) {
+          if (o.rfind("upperdir=", 0) == 0) upper = o.substr(9);
+        }
+        WriteFile(upper + "/file", key);
+        if (!sn_->Commit(key + "-c", key, {}).ok()) ++failures;
+        if (!sn_->Remove(key + "-c").ok()) ++failures;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  auto left = sn_->List({});
+  ASSERT_TRUE(left.ok());
+  ASSERT_EQ(left->size(), 1u);
+  EXPECT_EQ((*left)[0].name, "shared-base");
+  EXPECT_TRUE(List(root() + "/snapshots").empty());
+  EXPECT_EQ(List(root() + "/layers/sha256").size(), 1u);
+  EXPECT_TRUE(List(root() + "/layers/tmp").empty());
+  EXPECT_EQ(MountsUnder(root()), 1);
+}
+
+TEST_F(SnapshotterTest, CleanupRemovesDirectoriesNothingReferences) {
+  ASSERT_TRUE(MakeDirs(root() + "/snapshots/4242/fs").ok());
+  std::string orphan = root() + "/layers/sha256/" + std::string(64, 'd');
+  WriteFile(orphan + "/layer.erofs", "orphan");
+  ASSERT_TRUE(sn_->Prepare("kept", "", {}).ok());
+  ASSERT_TRUE(sn_->Cleanup().ok());
+  EXPECT_FALSE(Exists(root() + "/snapshots/4242"));
+  EXPECT_FALSE(Exists(orphan));
+  EXPECT_EQ(List(root() + "/snapshots").size(), 1u);
+}
+
+}  // namespace
+}  // namespace evs::snapshot
