@@ -22,6 +22,12 @@
 #include "progress.h"
 
 namespace evs::cli {
+
+// `--verity`: build image and tree in one pass (verity_commands.cc).
+Status RunLayerConvertVerity(const std::vector<std::string>& paths, const std::string& from_dir,
+                             const std::string& mode, const std::string& uuid_seed,
+                             uint64_t max_tar_bytes);
+
 namespace {
 
 // Counts the bytes read from a source and reports them to a progress line.
@@ -49,6 +55,7 @@ struct ConvertFlags {
   std::string from_dir;
   std::string uuid_seed;
   uint64_t max_tar_bytes = 0;
+  bool verity = false;
   std::vector<std::string> paths;  // IN OUT, or OUT with --from-dir
 };
 
@@ -62,6 +69,10 @@ void ReportDone(const std::string& what, const erofs::ImageInfo& image, uint64_t
 }
 
 Status RunConvert(const ConvertFlags& flags) {
+  if (flags.verity) {
+    return RunLayerConvertVerity(flags.paths, flags.from_dir, flags.mode, flags.uuid_seed,
+                                 flags.max_tar_bytes);
+  }
   erofs::WriterOptions writer;
   if (flags.mode == "full") {
     writer.mode = erofs::Mode::kFull;
@@ -255,6 +266,9 @@ void AddLayerCommands(CLI::App& app, Status* status) {
                       "all-zero UUID");
   convert->add_option("--max-tar-bytes", flags->max_tar_bytes,
                       "Fail if the uncompressed tar exceeds this many bytes (0: no limit)");
+  convert->add_flag("--verity", flags->verity,
+                    "Append a dm-verity tree built in the same pass; prints hash offset, salt "
+                    "and, as the last line, the root digest");
   convert->add_option("paths", flags->paths, "IN|- OUT (or OUT with --from-dir)")
       ->required()
       ->expected(1, 2);
