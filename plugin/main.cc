@@ -97,6 +97,7 @@ int Run(int argc, char** argv) {
   // cancels what is left.
   server->Shutdown(deadline);
   server->Wait();
+  EVS_LOG(kDebug) << "no calls in flight";
   evs::Status closed = (*sn)->Close();
   sn->reset();
   if (::unlink(config->address.c_str()) != 0 && errno != ENOENT) {

@@ -113,22 +113,15 @@ Result<std::unique_ptr<Snapshotter>> Snapshotter::Open(const SnapshotterOptions&
   EVS_ASSIGN_OR_RETURN(s->store_, MetadataStore::Open(JoinPath(root, "metadata.db")));
   EVS_ASSIGN_OR_RETURN(s->layers_, LayerStore::Open(JoinPath(root, "layers")));
 
-  // Staging leftovers go first, so the probe image below gets a clean area.
-  ReconcileReport report;
-  for (const std::string& n : ListDir(s->layers_->staging_dir())) {
-    EVS_RETURN_IF_ERROR(RemoveTree(JoinPath(s->layers_->staging_dir(), n)));
-    ++report.staging_removed;
-  }
-
   {
     // The probe image: an empty layer built the way every layer is built.
-    std::string empty = JoinPath(s->layers_->staging_dir(), "probe-root");
-    EVS_RETURN_IF_ERROR(MakeDirs(empty, 0755));
+    std::string empty = JoinPath(s->layers_->staging_dir(), "probe-XXXXXX");
+    if (::mkdtemp(empty.data()) == nullptr) return ErrnoError(errno, StrCat("mkdtemp ", empty));
     DirGuard empty_guard(empty);
     EVS_ASSIGN_OR_RETURN(StagedLayer probe, s->layers_->BuildFromDirectory(empty, "probe"));
     LayerMounterOptions mo;
     mo.mount_dir = JoinPath(root, "m");
-    mo.scratch_dir = s->layers_->staging_dir();
+    mo.scratch_dir = empty;
     mo.verity = options.verity;
     EVS_ASSIGN_OR_RETURN(s->mounter_, LayerMounter::Create(mo, probe.image_path()));
   }
@@ -397,6 +390,7 @@ Status Snapshotter::Commit(const std::string& name, const std::string& key, cons
 
   // The expensive part, outside the lock.
   std::string dir = SnapshotDir(id);
+  EVS_LOG(kDebug) << "converting upper directory" << Kv("key", key) << Kv("path", dir);
   EVS_ASSIGN_OR_RETURN(StagedLayer staged,
                        layers_->BuildFromDirectory(JoinPath(dir, "fs"), StrCat("snapshot ", key)));
   const std::string digest = staged.record().digest;
