@@ -471,7 +471,7 @@ Status Op::GetBlob(const ResolvedEndpoint& ep, const oci::Reference& repo, const
                    const std::function<Status(const char*, size_t)>& consume, uint64_t* delivered) {
   const std::string registry_url = BlobUrl(ep, repo, digest);
   const std::string what =
-      StrCat("blob ", digest.Short(), " of ", repo.Name(), " from ", ep.endpoint.host);
+      StrCat("blob ", digest.ToString(), " of ", repo.Name(), " from ", ep.endpoint.host);
   const std::vector<std::string> scopes = {PullScope(repo)};
   int redirects = 0;
   while (true) {
@@ -522,11 +522,15 @@ Status Op::GetBlob(const ResolvedEndpoint& ep, const oci::Reference& repo, const
       }
       if (n == 0) return OkStatus();
       if (end != UINT64_MAX) {
+        // Stop only once bytes beyond `end` arrive (a server ignoring the
+        // range): aborting a transfer closes its connection, and a 206
+        // ends on its own right at `end`.
         uint64_t want = end - (start + *delivered);
-        if (n >= want) {
+        if (n > want) {
           n = static_cast<size_t>(want);
           *stop = true;
         }
+        if (n == 0) return OkStatus();
       }
       EVS_RETURN_IF_ERROR(consume(data, n));
       *delivered += n;
@@ -866,7 +870,7 @@ Result<bool> RegistryClient::BlobExists(const oci::Reference& repo, const oci::D
   return op.OnEndpoints<bool>(
       repo.registry, kCapabilityPush, repo.Name(),
       [&](const ResolvedEndpoint& ep, int attempts) -> Result<bool> {
-        const std::string what = StrCat("HEAD blob ", desc.digest.Short(), " of ", repo.Name(),
+        const std::string what = StrCat("HEAD blob ", desc.digest.ToString(), " of ", repo.Name(),
                                         " on ", ep.endpoint.host);
         Retrier retrier(op.policy, call, attempts);
         while (true) {
@@ -951,7 +955,7 @@ Result<PushOutcome> RegistryClient::PushBlob(const oci::Reference& repo,
   return op.OnEndpoints<PushOutcome>(
       repo.registry, kCapabilityPush, repo.Name(),
       [&](const ResolvedEndpoint& ep, int attempts) -> Result<PushOutcome> {
-        const std::string what = StrCat("push blob ", desc.digest.Short(), " to ", repo.Name(),
+        const std::string what = StrCat("push blob ", desc.digest.ToString(), " to ", repo.Name(),
                                         " on ", ep.endpoint.host);
         Retrier retrier(op.policy, call, attempts);
         auto retry = [&](const Status& s, const HttpResponse* resp) -> Status {
@@ -1149,7 +1153,7 @@ Result<std::unique_ptr<RemoteBlob>> RegistryClient::OpenBlob(const oci::Referenc
 Status RemoteBlob::ReadAt(uint64_t offset, void* buf, size_t n, const CallOptions& call) {
   if (offset > size() || n > size() - offset) {
     return Status(Code::kOutOfRange,
-                  StrCat("blob ", desc_.digest.Short(), ": read of ", n, " bytes at ", offset,
+                  StrCat("blob ", desc_.digest.ToString(), ": read of ", n, " bytes at ", offset,
                          " is past its end (", size(), " bytes)"));
   }
   if (n == 0) return OkStatus();
@@ -1166,7 +1170,7 @@ Status RemoteBlob::ReadAt(uint64_t offset, void* buf, size_t n, const CallOption
       },
       &delivered));
   if (delivered != n) {
-    return DataLossError("blob ", desc_.digest.Short(), ": read ", delivered, " of ", n,
+    return DataLossError("blob ", desc_.digest.ToString(), ": read ", delivered, " of ", n,
                          " bytes at ", offset);
   }
   return OkStatus();
@@ -1176,8 +1180,8 @@ Status RemoteBlob::ReadRange(uint64_t offset, uint64_t length, ByteSink* sink,
                              const CallOptions& call) {
   if (offset > size() || length > size() - offset) {
     return Status(Code::kOutOfRange,
-                  StrCat("blob ", desc_.digest.Short(), ": range of ", length, " bytes at ", offset,
-                         " is past its end (", size(), " bytes)"));
+                  StrCat("blob ", desc_.digest.ToString(), ": range of ", length, " bytes at ",
+                         offset, " is past its end (", size(), " bytes)"));
   }
   if (length == 0) return OkStatus();
   Op op(handle_->state.get(), call);
@@ -1187,7 +1191,7 @@ Status RemoteBlob::ReadRange(uint64_t offset, uint64_t length, ByteSink* sink,
       *handle_->endpoint, handle_->repo, desc_.digest, offset, offset + length, &handle_->redirect,
       &retrier, [&](const char* data, size_t k) { return sink->Write(data, k); }, &delivered));
   if (delivered != length) {
-    return DataLossError("blob ", desc_.digest.Short(), ": read ", delivered, " of ", length,
+    return DataLossError("blob ", desc_.digest.ToString(), ": read ", delivered, " of ", length,
                          " bytes at ", offset);
   }
   return OkStatus();

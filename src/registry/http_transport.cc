@@ -59,6 +59,10 @@ struct Transfer {
   Status upload_status;
   bool cancelled = false;
   bool deadline_passed = false;
+  // Stall detection: when the byte counts last moved.
+  bool stalled = false;
+  curl_off_t last_bytes = -1;
+  Clock::time_point last_progress = Clock::now();
 };
 
 size_t OnHeader(char* data, size_t size, size_t nitems, void* user) {
@@ -151,8 +155,20 @@ size_t OnRead(char* buffer, size_t size, size_t nitems, void* user) {
   return k;
 }
 
-int OnProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+// Called by libcurl about once a second when idle, more often while data
+// flows. libcurl's own low-speed check averages over five seconds, so a
+// stall after a burst would go unnoticed for that long; this one counts from
+// the last byte.
+int OnProgress(void* user, curl_off_t, curl_off_t dlnow, curl_off_t, curl_off_t ulnow) {
   auto* t = static_cast<Transfer*>(user);
+  auto now = Clock::now();
+  if (dlnow + ulnow != t->last_bytes) {
+    t->last_bytes = dlnow + ulnow;
+    t->last_progress = now;
+  } else if (now - t->last_progress > t->request->stall_timeout) {
+    t->stalled = true;
+    return 1;
+  }
   if (t->request->cancellation != nullptr && t->request->cancellation->cancelled()) {
     t->cancelled = true;
     return 1;
@@ -303,10 +319,6 @@ Status HttpTransport::Perform(const HttpRequest& request, const HeadersHandler& 
   curl_easy_setopt(h, CURLOPT_SHARE, share_);
   curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
                    static_cast<long>(std::max<int64_t>(1, request.connect_timeout.count())));
-  // The stall check: less than 1 byte/s for stall_timeout (whole seconds).
-  long stall_s = static_cast<long>((request.stall_timeout.count() + 999) / 1000);
-  curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, std::max(1L, stall_s));
   if (request.deadline) {
     auto left =
         std::chrono::duration_cast<std::chrono::milliseconds>(*request.deadline - Clock::now());
@@ -373,6 +385,11 @@ Status HttpTransport::Perform(const HttpRequest& request, const HeadersHandler& 
   if (!t.handler_status.ok()) return t.handler_status;
   if (!t.upload_status.ok()) return t.upload_status;
   if (t.cancelled) return request.cancellation->status();
+  if (t.stalled) {
+    return UnavailableError(request.method, " ", RedactUrl(request.url), ": stalled: no data for ",
+                            request.stall_timeout.count(), " ms after ", response->body_delivered,
+                            " body bytes");
+  }
   if (t.deadline_passed ||
       (rc == CURLE_OPERATION_TIMEDOUT && request.deadline && Clock::now() >= *request.deadline)) {
     return Status(Code::kDeadlineExceeded,

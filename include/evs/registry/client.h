@@ -79,8 +79,9 @@ struct RegistryOptions {
   int max_connections_per_host = 8;
   // TCP + TLS connection setup.
   std::chrono::milliseconds connect_timeout{10'000};
-  // A transfer that receives no byte for this long is aborted and retried
-  // (libcurl's low-speed check has 1 s granularity; rounded up).
+  // A transfer that moves no byte (either way) for this long is aborted and
+  // retried. Checked whenever libcurl reports progress, at least once a
+  // second, so it fires between stall_timeout and stall_timeout + 1 s.
   std::chrono::milliseconds stall_timeout{30'000};
   RetryPolicy retry;
   // Manifests, indexes and configs larger than this are refused

@@ -31,10 +31,12 @@
 // times 0 means unlimited; skip lets that many matching requests pass first.
 //
 // -log gets one JSON line per request: {"port":"proxy|storage","method","path",
-// "range","auth":bool,"status","fault"}.
+// "range","auth":bool,"status","fault","remote":"ip:port","inflight":n,
+// "x_evs_test": the X-Evs-Test request header (to see configured headers)}.
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -48,6 +50,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -82,6 +85,7 @@ var (
 	grants      sync.Map // id → grant
 	logMu       sync.Mutex
 	logFile     *os.File
+	inflight    int64
 	transport   = &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 16, DisableCompression: true}
 )
 
@@ -92,6 +96,8 @@ func record(port string, r *http.Request, status int, fault string) {
 	b, _ := json.Marshal(map[string]interface{}{
 		"port": port, "method": r.Method, "path": r.URL.Path, "range": r.Header.Get("Range"),
 		"auth": r.Header.Get("Authorization") != "", "status": status, "fault": fault,
+		"remote": r.RemoteAddr, "inflight": r.Context().Value(inflightKey{}),
+		"x_evs_test": r.Header.Get("X-Evs-Test"),
 	})
 	logMu.Lock()
 	logFile.Write(append(b, '\n'))
@@ -203,6 +209,18 @@ func relay(w http.ResponseWriter, resp *http.Response, ru *rule) {
 	}
 }
 
+type inflightKey struct{}
+
+// Counts requests in progress, so tests can check a client's per-host
+// connection limit from the log ("inflight" when each request started).
+func counted(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		n := atomic.AddInt64(&inflight, 1)
+		defer atomic.AddInt64(&inflight, -1)
+		h(w, r.WithContext(context.WithValue(r.Context(), inflightKey{}, n)))
+	}
+}
+
 func proxyHandler(w http.ResponseWriter, r *http.Request) {
 	ru := pick(r)
 	fault := ""
@@ -246,6 +264,30 @@ func proxyHandler(w http.ResponseWriter, r *http.Request) {
 		record("proxy", r, status, fault)
 		return
 	case "redirect":
+		// Like a registry, check access before handing out a signed URL.
+		head, err := http.NewRequest(http.MethodHead, "http://"+upstream+r.URL.RequestURI(), nil)
+		if err == nil {
+			if auth := r.Header.Get("Authorization"); auth != "" {
+				head.Header.Set("Authorization", auth)
+			}
+			resp, err := transport.RoundTrip(head)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusUnauthorized {
+					for k, vs := range resp.Header {
+						for _, v := range vs {
+							w.Header().Add(k, v)
+						}
+					}
+					// HEAD's Content-Length does not describe this body.
+					w.Header().Del("Content-Length")
+					w.WriteHeader(resp.StatusCode)
+					fmt.Fprint(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
+					record("proxy", r, resp.StatusCode, fault)
+					return
+				}
+			}
+		}
 		id := make([]byte, 16)
 		rand.Read(id)
 		sig := hex.EncodeToString(id)
@@ -344,8 +386,8 @@ func main() {
 			log.Fatal(err)
 		}
 	}
-	storageAddr = listen(storageHandler)
-	proxyAddr := listen(proxyHandler)
+	storageAddr = listen(counted(storageHandler))
+	proxyAddr := listen(counted(proxyHandler))
 	writeAddr(*storageFile, storageAddr)
 	writeAddr(*addrFile, proxyAddr)
 	select {}

@@ -1,0 +1,258 @@
+// Authentication against real registries: Basic (htpasswd) and bearer tokens
+// (a token server whose tokens the registry verifies), credentials from the
+// caller, from ~/.docker/config.json and from credential helpers, tokens
+// cached per scope and refreshed when the registry stops accepting them.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <thread>
+
+#include "evs/common/base64.h"
+#include "evs/common/file.h"
+#include "evs/registry/client.h"
+#include "evs/registry/credentials.h"
+#include "evs/registry/image.h"
+#include "local_registry.h"
+#include "test_image.h"
+#include "test_util.h"
+
+namespace evs::registry {
+namespace {
+
+using evs::testing::LocalRegistry;
+using evs::testing::LocalRegistryOptions;
+using evs::testing::TempDir;
+using evs::testing::TestImage;
+using evs::testing::TokenServer;
+using evs::testing::TokenServerOptions;
+
+class StringSink : public ByteSink {
+ public:
+  Status Write(const void* data, size_t n) override {
+    bytes.append(static_cast<const char*>(data), n);
+    return OkStatus();
+  }
+  std::string bytes;
+};
+
+oci::Reference Ref(const std::string& text) { return *oci::Reference::Parse(text); }
+
+std::unique_ptr<RegistryClient> NewClient(std::shared_ptr<CredentialStore> creds) {
+  RegistryOptions options;
+  options.credentials = std::move(creds);
+  // Fail fast: these tests expect auth errors, not transient ones.
+  options.retry.max_attempts = 2;
+  return std::move(*RegistryClient::Create(options));
+}
+
+std::shared_ptr<StaticCredentials> Creds(const std::string& host, const std::string& user,
+                                         const std::string& password) {
+  auto c = std::make_shared<StaticCredentials>();
+  c->Set(host, {user, password, ""});
+  return c;
+}
+
+// Pulls every layer of the host platform's image; returns the first error.
+Status PullAll(RegistryClient& client, const std::string& ref, const TestImage& image,
+               const CallOptions& call = {}) {
+  EVS_ASSIGN_OR_RETURN(
+      PlatformImage pi,
+      FetchPlatformImage(client, Ref(ref), *oci::Platform::Parse("linux/amd64"), call));
+  for (const auto& layer : pi.parsed.layers) {
+    StringSink sink;
+    EVS_RETURN_IF_ERROR(client.FetchBlob(pi.reference, layer, &sink, call));
+    if (sink.bytes != image.blobs.at(layer.digest)) return DataLossError("bytes differ");
+  }
+  return OkStatus();
+}
+
+class AuthTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    EVS_REQUIRE_LOCAL_REGISTRY();
+    EVS_REQUIRE_PROGRAM("skopeo");
+    auto image = evs::testing::BuildTestImage(dir_.path(), {"linux/amd64"}, 2, 64 << 10, "v1");
+    ASSERT_TRUE(image.ok()) << image.status().ToString();
+    image_ = std::move(*image);
+  }
+  TempDir dir_;
+  TestImage image_;
+};
+
+TEST_F(AuthTest, BasicAuthWithCallerCredentials) {
+  LocalRegistryOptions options;
+  options.htpasswd_user = "alice";
+  options.htpasswd_password = "s3cret pass";
+  auto registry = LocalRegistry::Start(options);
+  ASSERT_TRUE(registry.ok()) << registry.status().ToString();
+  std::string host = (*registry)->host();
+  ASSERT_TRUE(evs::testing::SkopeoPush(image_, host + "/team/app:v1", "alice:s3cret pass").ok());
+
+  // Anonymous: a clear Unauthenticated naming the registry.
+  auto anonymous = NewClient(nullptr);
+  Status s = PullAll(*anonymous, host + "/team/app:v1", image_);
+  EXPECT_EQ(s.code(), Code::kUnauthenticated) << s.ToString();
+  EXPECT_NE(s.message().find("requires credentials"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find(host), std::string::npos) << s.message();
+
+  // Wrong password: rejected, and the message does not contain it.
+  auto wrong = NewClient(Creds(host, "alice", "guess"));
+  s = PullAll(*wrong, host + "/team/app:v1", image_);
+  EXPECT_EQ(s.code(), Code::kUnauthenticated) << s.ToString();
+  EXPECT_EQ(s.message().find("guess"), std::string::npos);
+
+  // Right password from the store; and handed in per call.
+  auto right = NewClient(Creds(host, "alice", "s3cret pass"));
+  EXPECT_TRUE(PullAll(*right, host + "/team/app:v1", image_).ok());
+  CallOptions call;
+  call.credentials = Credentials{"alice", "s3cret pass", ""};
+  EXPECT_TRUE(PullAll(*anonymous, host + "/team/app:v1", image_, call).ok());
+
+  // Push with Basic auth.
+  MemoryBlobContent content("pushed with basic auth");
+  oci::Descriptor d{"application/octet-stream", Digest::Sha256Of("pushed with basic auth"), 22};
+  auto pushed = right->PushBlob(Ref(host + "/team/other"), d, &content);
+  ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
+  EXPECT_EQ(*pushed, PushOutcome::kUploaded);
+}
+
+TEST_F(AuthTest, DockerConfigAuthsAndCredentialHelpers) {
+  LocalRegistryOptions options;
+  options.htpasswd_user = "bob";
+  options.htpasswd_password = "hunter2";
+  auto registry = LocalRegistry::Start(options);
+  ASSERT_TRUE(registry.ok()) << registry.status().ToString();
+  std::string host = (*registry)->host();
+  ASSERT_TRUE(evs::testing::SkopeoPush(image_, host + "/app:v1", "bob:hunter2").ok());
+
+  // "auths" with base64(user:password).
+  std::string config =
+      "{\"auths\":{\"http://" + host + "\":{\"auth\":\"" + Base64Encode("bob:hunter2") + "\"}}}";
+  evs::testing::WriteFile(dir_.Join("docker/config.json"), config);
+  auto store = DockerConfigCredentials::Load(dir_.Join("docker/config.json"));
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  auto client = NewClient(std::shared_ptr<CredentialStore>(std::move(*store)));
+  EXPECT_TRUE(PullAll(*client, host + "/app:v1", image_).ok());
+
+  // "credHelpers": docker-credential-evstest answers `get` for this host.
+  std::string bin = dir_.Join("bin");
+  evs::testing::WriteFile(bin + "/docker-credential-evstest",
+                          "#!/bin/sh\nread server\necho \"$server\" >> '" + dir_.Join("asked") +
+                              "'\nif [ \"$server\" = '" + host +
+                              "' ]; then echo '{\"ServerURL\":\"x\",\"Username\":\"bob\","
+                              "\"Secret\":\"hunter2\"}'; else echo 'credentials not found in "
+                              "native keychain'; exit 1; fi\n");
+  evs::testing::ShOk("chmod +x '" + bin + "/docker-credential-evstest'");
+  std::string old_path = ::getenv("PATH");
+  ::setenv("PATH", (bin + ":" + old_path).c_str(), 1);
+  auto helper_store =
+      DockerConfigCredentials::Parse("{\"credHelpers\":{\"" + host + "\":\"evstest\"}}", "inline");
+  ASSERT_TRUE(helper_store.ok());
+  auto helper_client = NewClient(std::shared_ptr<CredentialStore>(std::move(*helper_store)));
+  Status s = PullAll(*helper_client, host + "/app:v1", image_);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  // "credsStore" for every host; an unknown host is "not found", not an error.
+  auto store_all = DockerConfigCredentials::Parse("{\"credsStore\":\"evstest\"}", "inline");
+  ASSERT_TRUE(store_all.ok());
+  auto none = (*store_all)->Lookup("other.example.com");
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_FALSE(none->has_value());
+  auto found = (*store_all)->Lookup(host);
+  ASSERT_TRUE(found.ok() && found->has_value());
+  EXPECT_EQ((*found)->username, "bob");
+  ::setenv("PATH", old_path.c_str(), 1);
+  EXPECT_NE(evs::testing::ReadFileOrDie(dir_.Join("asked")).find(host), std::string::npos);
+}
+
+TEST_F(AuthTest, TokenAuthPullAndPushCachingTokensPerScope) {
+  EVS_REQUIRE_REGISTRY_TOOLS();
+  TokenServerOptions token_options;
+  token_options.users = "carol:tok3n";
+  auto tokens = TokenServer::Start(token_options);
+  ASSERT_TRUE(tokens.ok()) << tokens.status().ToString();
+  LocalRegistryOptions options;
+  options.token_server = tokens->get();
+  auto registry = LocalRegistry::Start(options);
+  ASSERT_TRUE(registry.ok()) << registry.status().ToString();
+  std::string host = (*registry)->host();
+  ASSERT_TRUE(evs::testing::SkopeoPush(image_, host + "/tok/app:v1", "carol:tok3n").ok());
+  int issued_by_skopeo = (*tokens)->TokensIssued();
+
+  auto anonymous = NewClient(nullptr);
+  Status s = PullAll(*anonymous, host + "/tok/app:v1", image_);
+  EXPECT_EQ(s.code(), Code::kUnauthenticated) << s.ToString();
+  EXPECT_NE(s.message().find("token server"), std::string::npos) << s.message();
+
+  auto client = NewClient(Creds(host, "carol", "tok3n"));
+  ASSERT_TRUE(PullAll(*client, host + "/tok/app:v1", image_).ok());
+  // Manifest, index, config and both layers: one token for the pull scope.
+  EXPECT_EQ((*tokens)->TokensIssued() - issued_by_skopeo, 1)
+      << evs::testing::ReadFileOrDie((*tokens)->log_path());
+  ASSERT_TRUE(PullAll(*client, host + "/tok/app:v1", image_).ok());
+  EXPECT_EQ((*tokens)->TokensIssued() - issued_by_skopeo, 1);
+
+  // Pushing needs pull,push: a second token, then cached too.
+  for (int i = 0; i < 2; ++i) {
+    std::string data = "token push " + std::to_string(i);
+    MemoryBlobContent content(data);
+    oci::Descriptor d{"application/octet-stream", Digest::Sha256Of(data),
+                      static_cast<int64_t>(data.size())};
+    auto pushed = client->PushBlob(Ref(host + "/tok/pushed"), d, &content);
+    ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
+  }
+  EXPECT_EQ((*tokens)->TokensIssued() - issued_by_skopeo, 2);
+}
+
+TEST_F(AuthTest, IdentityTokenUsesTheRefreshGrant) {
+  EVS_REQUIRE_REGISTRY_TOOLS();
+  TokenServerOptions token_options;
+  token_options.users = "dave:pw";
+  token_options.refresh_tokens = "refresh-123";
+  auto tokens = TokenServer::Start(token_options);
+  ASSERT_TRUE(tokens.ok()) << tokens.status().ToString();
+  LocalRegistryOptions options;
+  options.token_server = tokens->get();
+  auto registry = LocalRegistry::Start(options);
+  ASSERT_TRUE(registry.ok()) << registry.status().ToString();
+  std::string host = (*registry)->host();
+  ASSERT_TRUE(evs::testing::SkopeoPush(image_, host + "/id/app:v1", "dave:pw").ok());
+  // docker config "identitytoken": no username, the refresh token as secret.
+  auto store = DockerConfigCredentials::Parse(
+      "{\"auths\":{\"" + host + "\":{\"identitytoken\":\"refresh-123\"}}}", "inline");
+  ASSERT_TRUE(store.ok());
+  auto client = NewClient(std::shared_ptr<CredentialStore>(std::move(*store)));
+  Status s = PullAll(*client, host + "/id/app:v1", image_);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  std::string log = evs::testing::ReadFileOrDie((*tokens)->log_path());
+  EXPECT_NE(log.find("\"grant\":\"refresh_token\",\"ok\":true"), std::string::npos) << log;
+}
+
+TEST_F(AuthTest, ExpiredTokenIsRefreshedWhenTheRegistryRejectsIt) {
+  EVS_REQUIRE_REGISTRY_TOOLS();
+  TokenServerOptions token_options;
+  token_options.users = "erin:pw";
+  // Tokens really last 2 s, but clients are told 300 s: only the
+  // registry's 401 can tell the client its cached token is stale.
+  token_options.lifetime = std::chrono::seconds(2);
+  token_options.expires_in = 300;
+  token_options.registry_leeway = std::chrono::seconds(60);
+  auto tokens = TokenServer::Start(token_options);
+  ASSERT_TRUE(tokens.ok()) << tokens.status().ToString();
+  LocalRegistryOptions options;
+  options.token_server = tokens->get();
+  auto registry = LocalRegistry::Start(options);
+  ASSERT_TRUE(registry.ok()) << registry.status().ToString();
+  std::string host = (*registry)->host();
+  ASSERT_TRUE(evs::testing::SkopeoPush(image_, host + "/exp/app:v1", "erin:pw").ok());
+  int before = (*tokens)->TokensIssued();
+  auto client = NewClient(Creds(host, "erin", "pw"));
+  ASSERT_TRUE(PullAll(*client, host + "/exp/app:v1", image_).ok());
+  EXPECT_EQ((*tokens)->TokensIssued() - before, 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  Status s = PullAll(*client, host + "/exp/app:v1", image_);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ((*tokens)->TokensIssued() - before, 2);
+}
+
+}  // namespace
+}  // namespace evs::registry
