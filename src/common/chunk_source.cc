@@ -56,6 +56,7 @@ ReadAheadSource::ReadAheadSource(ByteSource* inner, ReadAheadOptions options)
   for (Buffer& b : buffers_)
     b.data = std::make_unique_for_overwrite<uint8_t[]>(options_.chunk_size);
   thread_ = std::thread([this] { Produce(); });
+  if (options_.observer) observer_thread_ = std::thread([this] { Observe(); });
 }
 
 ReadAheadSource::~ReadAheadSource() {
@@ -65,40 +66,43 @@ ReadAheadSource::~ReadAheadSource() {
   }
   cv_.notify_all();
   thread_.join();
+  if (observer_thread_.joinable()) observer_thread_.join();
 }
 
 void ReadAheadSource::Produce() {
+  const size_t n = buffers_.size();
   for (;;) {
     size_t index;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stopping_ || filled_ < buffers_.size(); });
+      cv_.wait(lock, [&] {
+        uint64_t oldest = options_.observer ? std::min(released_, observed_) : released_;
+        return stopping_ || produced_ - oldest < n;
+      });
       if (stopping_) return;
-      // consumer_ + filled_ does not change when the consumer releases a
-      // buffer (both move by one), so this slot stays ours until we publish.
-      index = (consumer_ + filled_) % buffers_.size();
+      index = produced_ % n;
     }
     Buffer& b = buffers_[index];
     size_t got = 0;
     Status status;
     bool eof = false;
     while (got < options_.chunk_size) {
-      auto n = inner_->Read(b.data.get() + got, options_.chunk_size - got);
-      if (!n.ok()) {
-        status = n.status();
+      auto r = inner_->Read(b.data.get() + got, options_.chunk_size - got);
+      if (!r.ok()) {
+        status = r.status();
         break;
       }
-      if (*n == 0) {
+      if (*r == 0) {
         eof = true;
         break;
       }
-      got += *n;
+      got += *r;
     }
     b.size = got;
     bool last = eof || !status.ok();
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (got > 0) ++filled_;
+      if (got > 0) ++produced_;
       if (last) {
         producer_done_ = true;
         producer_status_ = std::move(status);
@@ -109,12 +113,32 @@ void ReadAheadSource::Produce() {
   }
 }
 
+void ReadAheadSource::Observe() {
+  const size_t n = buffers_.size();
+  for (;;) {
+    uint64_t k;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || observed_ < produced_ || producer_done_; });
+      if (stopping_ || observed_ == produced_) return;  // stopped, or seen everything
+      k = observed_;
+    }
+    const Buffer& b = buffers_[k % n];
+    options_.observer->OnChunk(std::span<const uint8_t>(b.data.get(), b.size));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++observed_;
+    }
+    cv_.notify_all();
+  }
+}
+
 Result<std::span<const uint8_t>> ReadAheadSource::ReadChunk(size_t max) {
   if (!consumer_error_.ok()) return consumer_error_;
   if (consumer_eof_) return std::span<const uint8_t>();
+  const size_t n = buffers_.size();
   if (holding_) {
-    // Only this thread changes consumer_, so reading it unlocked is safe.
-    Buffer& b = buffers_[consumer_];
+    Buffer& b = buffers_[released_ % n];
     if (pos_ < b.size) {
       size_t k = std::min(max, b.size - pos_);
       std::span<const uint8_t> view(b.data.get() + pos_, k);
@@ -123,27 +147,27 @@ Result<std::span<const uint8_t>> ReadAheadSource::ReadChunk(size_t max) {
     }
     {
       std::lock_guard<std::mutex> lock(mu_);
-      consumer_ = (consumer_ + 1) % buffers_.size();
-      --filled_;
+      ++released_;
       holding_ = false;
     }
     cv_.notify_all();
   }
   {
     std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return filled_ > 0 || producer_done_; });
-    if (filled_ == 0) {
+    cv_.wait(lock, [&] { return released_ < produced_ || producer_done_; });
+    if (released_ == produced_) {
       if (!producer_status_.ok()) {
         consumer_error_ = producer_status_;
         return consumer_error_;
       }
+      // The end: once the observer has seen every buffer too.
+      cv_.wait(lock, [&] { return !options_.observer || observed_ == produced_; });
       consumer_eof_ = true;
       return std::span<const uint8_t>();
     }
     holding_ = true;
-    pos_ = 0;
   }
-  Buffer& b = buffers_[consumer_];
+  Buffer& b = buffers_[released_ % n];
   size_t k = std::min(max, b.size);
   pos_ = k;
   return std::span<const uint8_t>(b.data.get(), k);

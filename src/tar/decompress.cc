@@ -437,6 +437,32 @@ Result<std::unique_ptr<Decompressor>> Decompressor::Create(ByteSource* compresse
   return std::unique_ptr<Decompressor>(new DecompressorImpl(compressed, std::move(options)));
 }
 
+// Hashes the tar on the read-ahead source's observer thread.
+class LayerStream::DiffIdObserver : public ChunkObserver {
+ public:
+  DiffIdObserver(LayerStream* stream, HashAlgorithm algorithm)
+      : stream_(stream), hasher_(algorithm) {}
+
+  void OnChunk(std::span<const uint8_t> bytes) override {
+    if (first_) {
+      first_ = false;
+      // compression() was set before the first buffer was published. A
+      // plain tar is its own blob: its diffID is the blob digest.
+      tar_is_blob_ = stream_->decompressor_->compression() == Compression::kNone &&
+                     hasher_.algorithm() == stream_->BlobAlgorithm();
+    }
+    if (!tar_is_blob_) hasher_.Update(bytes.data(), bytes.size());
+  }
+  bool tar_is_blob() const { return tar_is_blob_; }
+  Digest Finish() { return Digest(hasher_.algorithm(), hasher_.FinishBytes()); }
+
+ private:
+  LayerStream* stream_;
+  Hasher hasher_;
+  bool first_ = true;
+  bool tar_is_blob_ = false;
+};
+
 Result<std::unique_ptr<LayerStream>> LayerStream::Open(ByteSource* blob,
                                                        LayerStreamOptions options) {
   if (blob == nullptr) return InvalidArgumentError("LayerStream: no input");
@@ -451,14 +477,20 @@ Result<std::unique_ptr<LayerStream>> LayerStream::Open(ByteSource* blob,
   d.max_output_bytes = o.max_tar_bytes;
   d.gzip_engine = o.gzip_engine;
   d.input_digest = blob_alg;
-  if (o.diff_id_thread == DiffIdThread::kDecompressor) {
+  DiffIdThread where = o.diff_id_thread;
+  if (where == DiffIdThread::kOwnThread && !o.threaded) where = DiffIdThread::kReader;
+  if (where == DiffIdThread::kDecompressor) {
     d.output_digest = tar_alg;
-  } else {
+  } else if (where == DiffIdThread::kReader) {
     s->reader_hasher_ = std::make_unique<Hasher>(tar_alg);
+  } else {
+    s->diff_id_observer_ = std::make_unique<DiffIdObserver>(s.get(), tar_alg);
   }
   EVS_ASSIGN_OR_RETURN(s->decompressor_, Decompressor::Create(blob, std::move(d)));
   if (o.threaded) {
-    s->chunks_ = std::make_unique<ReadAheadSource>(s->decompressor_.get(), o.read_ahead);
+    ReadAheadOptions read_ahead = o.read_ahead;
+    if (s->diff_id_observer_) read_ahead.observer = s->diff_id_observer_.get();
+    s->chunks_ = std::make_unique<ReadAheadSource>(s->decompressor_.get(), read_ahead);
   } else {
     s->chunks_ =
         std::make_unique<BufferedChunkSource>(s->decompressor_.get(), o.read_ahead.chunk_size);
@@ -509,7 +541,10 @@ Status LayerStream::Finish() {
   Digest blob = decompressor_->input_digest();
   if (reader_hasher_) {
     diff_id_ = Digest(reader_hasher_->algorithm(), reader_hasher_->FinishBytes());
-  } else if (tar_is_blob_) {
+  } else if (diff_id_observer_ && !diff_id_observer_->tar_is_blob()) {
+    // The observer has seen every buffer once end of stream was returned.
+    diff_id_ = diff_id_observer_->Finish();
+  } else if (tar_is_blob_ || diff_id_observer_) {
     diff_id_ = blob;
   } else {
     diff_id_ = decompressor_->output_digest();

@@ -266,13 +266,16 @@ TEST_P(LayerStreams, FailsWithDataLossOnADigestMismatch) {
 INSTANTIATE_TEST_SUITE_P(LayerStream, LayerStreams,
                          ::testing::Values(StreamCase{true, DiffIdThread::kReader},
                                            StreamCase{true, DiffIdThread::kDecompressor},
+                                           StreamCase{true, DiffIdThread::kOwnThread},
+                                           StreamCase{false, DiffIdThread::kOwnThread},
                                            StreamCase{false, DiffIdThread::kReader},
                                            StreamCase{false, DiffIdThread::kDecompressor}),
                          [](const auto& info) {
+                           DiffIdThread t = info.param.diff_id_thread;
                            return std::string(info.param.threaded ? "Threaded" : "Inline") +
-                                  (info.param.diff_id_thread == DiffIdThread::kReader
-                                       ? "DiffIdOnReader"
-                                       : "DiffIdOnDecompressor");
+                                  (t == DiffIdThread::kReader         ? "DiffIdOnReader"
+                                   : t == DiffIdThread::kDecompressor ? "DiffIdOnDecompressor"
+                                                                      : "DiffIdOnOwnThread");
                          });
 
 TEST(LayerStream, PassesDecompressionErrorsThrough) {
@@ -350,6 +353,22 @@ TEST(ReadAheadSource, DeliversDataBeforeTheErrorThenKeepsTheError) {
   EXPECT_EQ(got, data);
   EXPECT_EQ(error.code(), Code::kUnavailable);
   EXPECT_EQ(ahead.ReadChunk(1).status(), error);
+}
+
+TEST(ReadAheadSource, ObserverSeesEveryByteBeforeTheEnd) {
+  struct Collect : ChunkObserver {
+    std::string bytes;
+    void OnChunk(std::span<const uint8_t> b) override {
+      bytes.append(reinterpret_cast<const char*>(b.data()), b.size());
+    }
+  } observed;
+  std::string data = RandomText(500001, 21);
+  TricklingSource source(data, 22);
+  ReadAheadSource ahead(&source, {.chunk_size = 4096, .chunks = 3, .observer = &observed});
+  auto out = ReadAll(&ahead, 1000);
+  ASSERT_TRUE(out.ok());
+  EXPECT_TRUE(*out == data);
+  EXPECT_TRUE(observed.bytes == data);  // complete as soon as the end was returned
 }
 
 TEST(ReadAheadSource, StopsWhenDestroyedWithBuffersFull) {

@@ -55,6 +55,19 @@ class BufferedChunkSource : public ChunkSource {
   bool eof_ = false;
 };
 
+// Sees every byte a ReadAheadSource reads, on a thread of its own, in stream
+// order, while the consumer reads the same bytes: work that needs every byte
+// (hashing the diffID) then adds to neither the producer's nor the consumer's
+// thread. A buffer is reused only once both are done with it. When
+// ReadChunk() returns end of stream the observer has seen every byte; after an
+// error it may not have.
+class ChunkObserver {
+ public:
+  virtual ~ChunkObserver() = default;
+  // The bytes are valid for the duration of the call.
+  virtual void OnChunk(std::span<const uint8_t> bytes) = 0;
+};
+
 struct ReadAheadOptions {
   // Size of each buffer the producer thread fills. 1 MiB: large enough that
   // the hand-over (a mutex and a condition variable) is amortised over many
@@ -63,6 +76,9 @@ struct ReadAheadOptions {
   // Buffers in flight. Memory held is chunk_size × chunks. 4 lets the
   // producer run ahead by up to 3 buffers while the consumer works on one.
   size_t chunks = 4;
+  // Optional, not owned: sees every filled buffer on a third thread (see
+  // ChunkObserver).
+  ChunkObserver* observer = nullptr;
 };
 
 // Runs `inner` on a thread of its own: the thread reads `inner` into a ring of
@@ -71,6 +87,9 @@ struct ReadAheadOptions {
 // consumer borrows them through ReadChunk() without copying. Everything
 // `inner` does inside its Read() (decompression, hashing) therefore overlaps
 // with what the consumer does.
+//
+// With an observer, a third thread sees every buffer too (see
+// ReadAheadOptions::observer).
 //
 // The producer stops at the first error of `inner`; the consumer receives it
 // after the bytes read before it. Once ReadChunk() has returned end of stream
@@ -97,6 +116,7 @@ class ReadAheadSource : public ChunkSource {
     size_t size = 0;  // bytes filled
   };
   void Produce();
+  void Observe();
 
   ByteSource* inner_;
   ReadAheadOptions options_;
@@ -104,21 +124,24 @@ class ReadAheadSource : public ChunkSource {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  // Ring state, guarded by mu_: buffers [consumer_, consumer_ + filled_) are
-  // full, in stream order; the producer fills buffer (consumer_ + filled_).
-  size_t consumer_ = 0;
-  size_t filled_ = 0;
-  bool producer_done_ = false;  // no buffer will be added after the filled ones
+  // Ring state, guarded by mu_, as counts of buffers since the start: the
+  // producer has published `produced_`, the consumer released `released_`,
+  // the observer finished `observed_`. Buffer k lives in slot k % chunks.
+  uint64_t produced_ = 0;
+  uint64_t released_ = 0;  // also read unlocked by the consumer, its only writer
+  uint64_t observed_ = 0;
+  bool producer_done_ = false;  // no buffer will be published after produced_
   Status producer_status_;      // the error that stopped the producer, if any
   bool stopping_ = false;
 
   // Consumer-only state.
-  bool holding_ = false;  // buffer consumer_ is being lent out
-  size_t pos_ = 0;        // next byte to lend in buffer consumer_
+  bool holding_ = false;  // buffer released_ is being lent out
+  size_t pos_ = 0;        // next byte to lend in it
   Status consumer_error_;
   bool consumer_eof_ = false;
 
   std::thread thread_;
+  std::thread observer_thread_;
 };
 
 }  // namespace evs

@@ -92,6 +92,8 @@ class Decompressor : public ByteSource {
 enum class DiffIdThread {
   kReader,        // the thread calling ReadChunk(), as bytes are lent out
   kDecompressor,  // the read-ahead thread, right after inflating
+  kOwnThread,     // a third thread hashing the read-ahead buffers in place
+                  // (ReadAheadOptions::observer); kReader when not threaded
 };
 
 struct LayerStreamOptions {
@@ -142,9 +144,14 @@ class LayerStream : public ChunkSource {
   HashAlgorithm BlobAlgorithm() const;
 
   LayerStreamOptions options_;
+  class DiffIdObserver;
+
   std::unique_ptr<Decompressor> decompressor_;
-  std::unique_ptr<ChunkSource> chunks_;    // reads decompressor_; destroyed first
-  std::unique_ptr<Hasher> reader_hasher_;  // DiffIdThread::kReader
+  std::unique_ptr<Hasher> reader_hasher_;             // DiffIdThread::kReader
+  std::unique_ptr<DiffIdObserver> diff_id_observer_;  // DiffIdThread::kOwnThread
+  // Reads decompressor_ and calls diff_id_observer_ on its threads: declared
+  // after them, so destroyed (its threads stopped) before them.
+  std::unique_ptr<ChunkSource> chunks_;
   Digest diff_id_;
   Status error_;
   bool started_ = false;
