@@ -127,7 +127,7 @@ TreeSnapshot ExtractAndSnapshot(const std::string& dir) {
 void ConvertAndCompare(const std::string& dir, const std::string& blob, const std::string& mode,
                        const TreeSnapshot& expected) {
   const std::string image = dir + "/layer-" + mode + ".erofs";
-  ShOk("'" + Evs() + "' layer convert --mode " + mode + " '" + blob + "' '" + image + "'");
+  ShOk(StrCat("'", Evs(), "' layer convert --mode ", mode, " '", blob, "' '", image, "'"));
   ExpectImageChecks(image, mode);
   TreeSnapshot actual = SnapshotImage(image, dir + "/m-" + mode);
   EXPECT_EQ(DiffSnapshots(expected, actual), "") << "mode " << mode;
@@ -197,7 +197,7 @@ TEST(TarRoundTripLarge, DirectoryOfHundredThousandEntries) {
 
   // The directory walk over the same tree.
   const std::string image = t.Join("fromdir.erofs");
-  ShOk("'" + Evs() + "' layer convert --from-dir '" + src + "' '" + image + "'");
+  ShOk(StrCat("'", Evs(), "' layer convert --from-dir '", src, "' '", image, "'"));
   ExpectImageChecks(image, "full");
   EXPECT_EQ(DiffSnapshots(SnapshotTree(src), SnapshotImage(image, t.Join("m-dir"))), "");
 }
@@ -214,7 +214,7 @@ TEST(DirRoundTrip, KernelSeesTheSourceTree) {
   BuildEdgeTree(src, f);
   if (HasFatalFailure()) return;
   const std::string image = t.Join("layer.erofs");
-  ShOk("'" + Evs() + "' layer convert --from-dir '" + src + "' '" + image + "'");
+  ShOk(StrCat("'", Evs(), "' layer convert --from-dir '", src, "' '", image, "'"));
   ExpectImageChecks(image, "full");
   TreeSnapshot expected = SnapshotTree(src);
   EXPECT_EQ(expected["socket"].type, 's');
