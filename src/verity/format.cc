@@ -78,8 +78,9 @@ Status VerityParams::Validate(std::string_view what) const {
                                 " (want a power of two from 512 to 4096)");
   }
   if (data_blocks == 0) return InvalidArgumentError(what, ": verity over zero data blocks");
-  // The kernel addresses data in 512-byte sectors with a 64-bit count.
-  if (data_blocks > (UINT64_MAX / data_block_size)) {
+  // Keep the data and its tree addressable with 64-bit byte offsets (the
+  // tree adds at most a third of the data): 2^62 bytes of data at most.
+  if (data_blocks > ((uint64_t{1} << 62) / data_block_size)) {
     return InvalidArgumentError(what, ": verity data block count ", data_blocks, " overflows");
   }
   if (salt.size() > kMaxSaltSize) {

@@ -140,6 +140,11 @@ TEST(VerityParams, ValidateNamesTheField) {
   p.data_block_size = 4096;
   p.salt.assign(257, 'x');
   EXPECT_FALSE(p.Validate("x").ok());
+  p.salt.clear();
+  p.data_blocks = uint64_t{1} << 60;  // 4 ZiB: offsets would overflow
+  EXPECT_FALSE(p.Validate("x").ok());
+  p.data_blocks = uint64_t{1} << 50;  // 4 EiB: fine
+  EXPECT_TRUE(p.Validate("x").ok());
 }
 
 TEST(Salt, HexRoundTripsAndDashMeansNone) {
