@@ -11,8 +11,12 @@
 #include <sstream>
 #include <vector>
 
+#include "evs/common/digest.h"
 #include "evs/common/file.h"
 #include "evs/common/log.h"
+#include "evs/verity/dm_verity.h"
+#include "evs/verity/format.h"
+#include "evs/verity/verified_block_file.h"
 
 namespace evs::snapshot {
 namespace {
@@ -39,7 +43,53 @@ Result<MountPoint> MountImage(const std::string& image, uint64_t image_size,
   return mp;
 }
 
+// What verification needs, from the layer's row (DESIGN.md §3: no sidecar
+// files).
+Result<verity::VerityDescriptor> DescriptorOf(const LayerRecord& layer) {
+  if (layer.root_digest.empty() || layer.block_size == 0) {
+    return FailedPreconditionError("layer ", layer.digest, " has no verity tree recorded");
+  }
+  verity::VerityDescriptor d;
+  d.params.hash_type = layer.hash_type;
+  EVS_ASSIGN_OR_RETURN(d.params.algorithm, ParseHashAlgorithm(layer.hash_algorithm));
+  d.params.data_block_size = layer.block_size;
+  d.params.hash_block_size = layer.hash_block_size;
+  d.params.data_blocks = layer.hash_offset / layer.block_size;
+  EVS_ASSIGN_OR_RETURN(d.params.salt, verity::ParseSaltHex(layer.salt));
+  d.hash_offset = layer.hash_offset;
+  EVS_ASSIGN_OR_RETURN(d.root_digest, Digest::Parse(StrCat(HashAlgorithmName(d.params.algorithm),
+                                                           ":", layer.root_digest)));
+  return d;
+}
+
 }  // namespace
+
+LayerMounter::Mounted::Mounted() = default;
+LayerMounter::Mounted::Mounted(Mounted&&) noexcept = default;
+LayerMounter::Mounted& LayerMounter::Mounted::operator=(Mounted&&) noexcept = default;
+LayerMounter::Mounted::~Mounted() = default;
+
+Status LayerMounter::Mounted::Unmount() {
+  if (fuse) {
+    EVS_RETURN_IF_ERROR(fuse->Unmount());
+    fuse.reset();
+  }
+  if (kernel) {
+    EVS_RETURN_IF_ERROR(kernel->Unmount());
+    kernel.reset();
+  }
+  return plain.Unmount();
+}
+
+void LayerMounter::Mounted::Release() {
+  // Deliberately not destroyed: their destructors would unmount. In
+  // userspace mode the FUSE connection still ends with this process.
+  (void)fuse.release();
+  (void)kernel.release();
+  plain.Release();
+}
+
+LayerMounter::LayerMounter() = default;
 
 Result<VerityMode> ParseVerityMode(std::string_view text) {
   if (text == "auto") return VerityMode::kAuto;
@@ -73,22 +123,44 @@ Result<std::unique_ptr<LayerMounter>> LayerMounter::Create(const LayerMounterOpt
   m->mount_dir_ = options.mount_dir;
   EVS_RETURN_IF_ERROR(MakeDirs(m->mount_dir_, 0700));
 
+  m->threads_ = options.userspace_threads;
+  // Resolve the verification mode (DESIGN.md §5): auto is kernel where
+  // device-mapper works, else userspace; never off by itself.
+  auto open_dm = [&]() -> Status {
+    if (!KernelHasDeviceMapperVerity()) {
+      return FailedPreconditionError(
+          "no device-mapper verity here (/dev/mapper/control or /sys/module/dm_verity missing)");
+    }
+    EVS_ASSIGN_OR_RETURN(m->dm_, verity::OpenDeviceMapper());
+    m->dm_devices_ = std::make_unique<verity::DmVerityDevices>(m->dm_.get());
+    return OkStatus();
+  };
+  bool have_fuse = ::access("/dev/fuse", R_OK | W_OK) == 0;
   switch (options.verity) {
     case VerityMode::kOff:
       m->verity_ = VerityMode::kOff;
       break;
     case VerityMode::kKernel:
-      if (!KernelHasDeviceMapperVerity()) {
-        return FailedPreconditionError(
-            "verity mode kernel: no device-mapper verity here (/dev/mapper/control or "
-            "/sys/module/dm_verity missing); use auto or userspace");
-      }
-      return UnimplementedError("verity mode kernel: dm-verity activation is not built yet");
+      EVS_RETURN_IF_ERROR(open_dm().Annotate("verity mode kernel"));
+      m->verity_ = VerityMode::kKernel;
+      break;
     case VerityMode::kUserspace:
-    case VerityMode::kAuto:
-      return UnimplementedError("verity mode ", VerityModeName(options.verity),
-                                ": userspace block verification is not built yet; set verity "
-                                "= \"off\" to run without verification");
+      if (!have_fuse) return FailedPreconditionError("verity mode userspace: needs /dev/fuse");
+      m->verity_ = VerityMode::kUserspace;
+      break;
+    case VerityMode::kAuto: {
+      Status dm = open_dm();
+      if (dm.ok()) {
+        m->verity_ = VerityMode::kKernel;
+      } else if (have_fuse) {
+        m->verity_ = VerityMode::kUserspace;
+      } else {
+        return FailedPreconditionError("verity mode auto: neither kernel (", dm.message(),
+                                       ") nor userspace (/dev/fuse missing) verification is "
+                                       "available; set verity = \"off\" to run without");
+      }
+      break;
+    }
   }
 
   // Probe the backing once: a file-backed mount of a tiny image, else loop.
@@ -112,6 +184,11 @@ Result<std::unique_ptr<LayerMounter>> LayerMounter::Create(const LayerMounterOpt
     EVS_RETURN_IF_ERROR(loop->Unmount());
   }
   ::rmdir(target.c_str());
+  if (m->verity_ == VerityMode::kUserspace && m->backing_ != BackingMode::kFile) {
+    return FailedPreconditionError(
+        "verity mode userspace needs file-backed EROFS mounts (Linux 6.12+); this kernel only "
+        "mounts EROFS from block devices: use kernel verification");
+  }
   EVS_LOG(kInfo) << "layer mounts" << Kv("backing", BackingModeName(m->backing_))
                  << Kv("verity", VerityModeName(m->verity_));
   return m;
@@ -123,28 +200,61 @@ std::string LayerMounter::MountPath(int64_t layer_id) const {
   return JoinPath(mount_dir_, std::to_string(layer_id));
 }
 
+std::string LayerMounter::VerifiedFilePath(int64_t layer_id) const {
+  return JoinPath(mount_dir_, StrCat(layer_id, ".verity"));
+}
+
 Status LayerMounter::Mount(const LayerRecord& layer, const std::string& image_path) {
   if (IsMounted(layer.id)) return OkStatus();
   std::string target = MountPath(layer.id);
   if (::mkdir(target.c_str(), 0755) != 0 && errno != EEXIST) {
     return ErrnoError(errno, StrCat("layer ", layer.digest, ": mkdir ", target));
   }
-  auto mp = MountImage(image_path, layer.image_size, target, backing_);
-  if (!mp.ok()) {
+  Mounted mounted;
+  mounted.target = target;
+  Status status = [&]() -> Status {
+    switch (verity_) {
+      case VerityMode::kOff: {
+        EVS_ASSIGN_OR_RETURN(mounted.plain,
+                             MountImage(image_path, layer.image_size, target, backing_));
+        return OkStatus();
+      }
+      case VerityMode::kKernel: {
+        EVS_ASSIGN_OR_RETURN(verity::VerityDescriptor d, DescriptorOf(layer));
+        EVS_ASSIGN_OR_RETURN(
+            mounted.kernel, verity::DmVerityErofsMount::Mount(*dm_devices_, image_path, d, target));
+        return OkStatus();
+      }
+      case VerityMode::kUserspace:
+      case VerityMode::kAuto: {
+        EVS_ASSIGN_OR_RETURN(verity::VerityDescriptor d, DescriptorOf(layer));
+        verity::VerifiedBlockFileOptions options;
+        options.threads = threads_;
+        options.tree.layer_name = StrCat("layer ", layer.digest);
+        EVS_ASSIGN_OR_RETURN(mounted.fuse, verity::VerifiedErofsMount::MountLayerFile(
+                                               image_path, d.hash_offset, d.root_digest,
+                                               VerifiedFilePath(layer.id), target, options));
+        return OkStatus();
+      }
+    }
+    return InternalError("unknown verity mode");
+  }();
+  if (!status.ok()) {
     ::rmdir(target.c_str());
-    return mp.status().Annotate(StrCat("layer ", layer.digest));
+    return status.Annotate(StrCat("layer ", layer.digest));
   }
   struct stat st;
-  std::string device;
-  if (::stat(target.c_str(), &st) == 0) device = StrCat(major(st.st_dev), ":", minor(st.st_dev));
-  mounts_[layer.id] = Mounted{std::move(*mp), std::move(device)};
+  if (::stat(target.c_str(), &st) == 0) {
+    mounted.device = StrCat(major(st.st_dev), ":", minor(st.st_dev));
+  }
+  mounts_[layer.id] = std::move(mounted);
   return OkStatus();
 }
 
 Status LayerMounter::Unmount(int64_t layer_id) {
   auto it = mounts_.find(layer_id);
   if (it == mounts_.end()) return OkStatus();
-  EVS_RETURN_IF_ERROR(it->second.mount.Unmount());
+  EVS_RETURN_IF_ERROR(it->second.Unmount());
   std::string target = MountPath(layer_id);
   mounts_.erase(it);
   if (::rmdir(target.c_str()) != 0 && errno != ENOENT) {
@@ -162,7 +272,7 @@ Status LayerMounter::UnmountAll() {
     if (!s.ok()) {
       EVS_LOG(kWarning) << "layer mount left in place" << Kv("path", MountPath(id))
                         << Kv("error", s.ToString());
-      mounts_[id].mount.Release();
+      mounts_[id].Release();
       mounts_.erase(id);
       if (first.ok()) first = s;
     }
@@ -201,7 +311,7 @@ std::set<int64_t> LayerMounter::LayersInUse() const {
     tail >> fstype >> source >> superopts;
     for (const auto& [layer_id, m] : mounts_) {
       if (used.count(layer_id)) continue;
-      if (!m.device.empty() && device == m.device && mountpoint != m.mount.target()) {
+      if (!m.device.empty() && device == m.device && mountpoint != m.target) {
         used.insert(layer_id);
       }
     }
@@ -210,7 +320,7 @@ std::set<int64_t> LayerMounter::LayersInUse() const {
       if (opt.rfind("lowerdir=", 0) != 0) continue;
       for (const std::string& element : Split(std::string_view(opt).substr(9), ':')) {
         for (const auto& [layer_id, m] : mounts_) {
-          if (element == m.mount.target()) used.insert(layer_id);
+          if (element == m.target) used.insert(layer_id);
         }
       }
     }
@@ -224,7 +334,7 @@ Result<int> LayerMounter::ReleaseForShutdown() {
   for (int64_t id : used) {
     auto it = mounts_.find(id);
     if (it == mounts_.end()) continue;
-    it->second.mount.Release();
+    it->second.Release();
     mounts_.erase(it);
     ++left;
   }
@@ -245,7 +355,9 @@ Result<int> LayerMounter::RemoveStale() {
   for (const std::string& n : names) {
     char* end = nullptr;
     long long id = std::strtoll(n.c_str(), &end, 10);
-    if (end != nullptr && *end == '\0' && IsMounted(id)) continue;
+    bool ours =
+        end != nullptr && end != n.c_str() && (*end == '\0' || std::string_view(end) == ".verity");
+    if (ours && IsMounted(id)) continue;
     std::string path = JoinPath(mount_dir_, n);
     // A daemon that was killed left its mounts; detach them (containers
     // that use them hold their own clones).

@@ -13,10 +13,8 @@
 #include "evs/common/fd.h"
 #include "evs/common/file.h"
 #include "evs/common/log.h"
-#include "evs/erofs/dir_source.h"
-#include "evs/erofs/writer.h"
 #include "evs/verity/format.h"
-#include "evs/verity/tree_builder.h"
+#include "evs/verity/layer_builder.h"
 
 namespace evs::snapshot {
 namespace {
@@ -84,50 +82,39 @@ Result<StagedLayer> LayerStore::BuildFromDirectory(const std::string& dir,
   StagedLayer staged(tmpl, LayerRecord{});
   std::string image = staged.image_path();
 
-  // One pass: the directory walk feeds the EROFS writer, whose blocks feed
-  // the verity tree builder; the tree is appended at hash_offset (DESIGN.md
-  // §4). The salt is fixed (32 zero bytes, as containerd's go-dmverity
-  // layers have) and the UUIDs derive from a constant, so the same tree
-  // always gives the same file and the same root digest: the root digest is
-  // the layer's content digest, the key that stores identical layers once.
-  verity::VerityParams params;
-  params.salt = std::string(32, '\0');
-  params.uuid = verity::DeriveUuid("evs unpacked layer");
-  verity::TreeBuildOptions tree_options;
-  tree_options.spill_dir = staged.dir();
-  tree_options.what = StrCat("layer for ", name);
-  EVS_ASSIGN_OR_RETURN(std::unique_ptr<verity::VerityTreeBuilder> tree,
-                       verity::VerityTreeBuilder::Create(params, tree_options));
-  EVS_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(image, O_RDWR | O_CREAT | O_EXCL, 0444));
-  erofs::WriterOptions writer_options;
-  writer_options.mode = erofs::Mode::kFull;
-  writer_options.uuid_seed = "evs unpacked layer";
-  writer_options.observer = tree.get();
-  writer_options.input_name = name;
-  EVS_ASSIGN_OR_RETURN(std::unique_ptr<erofs::ErofsWriter> writer,
-                       erofs::ErofsWriter::Create(fd.get(), writer_options));
-  erofs::DirSourceOptions dir_options;
-  dir_options.input_name = name;
-  EVS_RETURN_IF_ERROR(erofs::AddDirectory(dir, writer.get(), dir_options));
-  EVS_ASSIGN_OR_RETURN(erofs::ImageInfo info, writer->Finish());
-  writer.reset();
-  EVS_ASSIGN_OR_RETURN(verity::VerityDescriptor verity,
-                       tree->Finish(fd.get(), info.image_size / params.data_block_size));
-  if (::fsync(fd.get()) != 0) return ErrnoError(errno, StrCat("fsync ", image));
+  // One pass (verity/layer_builder.h): the directory walk feeds the EROFS
+  // writer, whose blocks feed the tree builder; the tree is appended at
+  // hash_offset (DESIGN.md §4). The salt is fixed (32 zero bytes, as
+  // containerd's go-dmverity layers have) and the UUIDs derive from a
+  // constant seed, so the same tree always gives the same file and the same
+  // root digest: the root digest is the layer's content digest, the key
+  // that stores identical layers once.
+  verity::LayerBuildOptions build;
+  build.mode = erofs::Mode::kFull;
+  build.uuid_seed = "evs unpacked layer";
+  build.name = name;
+  build.salt = std::string(32, '\0');
+  build.random_salt = false;
+  EVS_ASSIGN_OR_RETURN(verity::LayerInfo info,
+                       verity::BuildLayer(verity::LayerInput::Directory(dir), image, build));
+  if (!info.verity) return InternalError("layer for ", name, ": built without a verity tree");
+  const verity::VerityDescriptor& tree = *info.verity;
   struct stat st;
-  if (::fstat(fd.get(), &st) != 0) return ErrnoError(errno, StrCat("stat ", image));
+  if (::stat(image.c_str(), &st) != 0) return ErrnoError(errno, StrCat("stat ", image));
 
   LayerRecord r;
-  r.digest = StrCat("sha256:", verity.root_digest.hex());
-  r.file_size = static_cast<uint64_t>(st.st_size);
-  r.image_size = info.image_size;
-  r.block_size = params.data_block_size;
-  r.root_digest = verity.root_digest.hex();
-  r.salt = verity::SaltHex(verity.params.salt);
-  r.hash_offset = verity.hash_offset;
-  r.hash_algorithm = std::string(HashAlgorithmName(verity.params.algorithm));
+  r.digest = StrCat("sha256:", tree.root_digest.hex());
+  r.file_size = info.file_size;
+  r.image_size = info.image.image_size;
+  r.block_size = tree.params.data_block_size;
+  r.hash_block_size = tree.params.hash_block_size;
+  r.hash_type = tree.params.hash_type;
+  r.root_digest = tree.root_digest.hex();
+  r.salt = verity::SaltHex(tree.params.salt);
+  r.hash_offset = tree.hash_offset;
+  r.hash_algorithm = std::string(HashAlgorithmName(tree.params.algorithm));
   r.usage.size = static_cast<int64_t>(st.st_blocks) * 512;
-  r.usage.inodes = static_cast<int64_t>(info.inodes);
+  r.usage.inodes = static_cast<int64_t>(info.image.inodes);
   r.created_ns = NowNs();
   EVS_RETURN_IF_ERROR(FsyncDir(staged.dir()));
   std::string staged_dir = staged.dir();

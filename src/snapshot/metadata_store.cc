@@ -47,6 +47,11 @@ CREATE TABLE labels (
   PRIMARY KEY (snapshot_id, key)
 ) WITHOUT ROWID;
 )sql",
+    // 1 -> 2: what kernel dm-verity activation needs besides the root digest.
+    R"sql(
+ALTER TABLE layers ADD COLUMN hash_block_size INTEGER NOT NULL DEFAULT 4096;
+ALTER TABLE layers ADD COLUMN hash_type INTEGER NOT NULL DEFAULT 1;
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
@@ -56,7 +61,7 @@ constexpr const char* kSnapshotColumns =
 
 constexpr const char* kLayerColumns =
     "id, digest, file_size, image_size, block_size, root_digest, salt, hash_offset, "
-    "hash_algorithm, usage_size, usage_inodes, created_ns FROM layers";
+    "hash_algorithm, usage_size, usage_inodes, created_ns, hash_block_size, hash_type FROM layers";
 
 class SqliteTransaction : public MetadataStore::Transaction {
  public:
@@ -262,8 +267,8 @@ class SqliteMetadataStore : public MetadataStore {
     EVS_ASSIGN_OR_RETURN(
         Statement st,
         db_.Prepare("INSERT INTO layers (digest, file_size, image_size, block_size, root_digest, "
-                    "salt, hash_offset, hash_algorithm, usage_size, usage_inodes, created_ns) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+                    "salt, hash_offset, hash_algorithm, usage_size, usage_inodes, created_ns, "
+                    "hash_block_size, hash_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
     st.Bind(1, r.digest)
         .Bind(2, static_cast<int64_t>(r.file_size))
         .Bind(3, static_cast<int64_t>(r.image_size))
@@ -274,7 +279,9 @@ class SqliteMetadataStore : public MetadataStore {
         .Bind(8, r.hash_algorithm)
         .Bind(9, r.usage.size)
         .Bind(10, r.usage.inodes)
-        .Bind(11, r.created_ns);
+        .Bind(11, r.created_ns)
+        .Bind(12, static_cast<int64_t>(r.hash_block_size))
+        .Bind(13, static_cast<int64_t>(r.hash_type));
     EVS_RETURN_IF_ERROR(st.Run().Annotate(StrCat("insert layer ", r.digest)));
     return db_.LastInsertRowid();
   }
@@ -338,6 +345,8 @@ class SqliteMetadataStore : public MetadataStore {
     r.usage.size = st.Int(9);
     r.usage.inodes = st.Int(10);
     r.created_ns = st.Int(11);
+    r.hash_block_size = static_cast<uint32_t>(st.Int(12));
+    r.hash_type = static_cast<uint32_t>(st.Int(13));
     return r;
   }
 

@@ -236,6 +236,33 @@ TEST(MetadataStoreSchema, ANewerSchemaIsRefusedNamingThePath) {
   EXPECT_NE(s.status().message().find(dir.Join("m.db")), std::string::npos);
 }
 
+TEST(MetadataStoreSchema, AVersion1DatabaseIsMigratedKeepingItsRows) {
+  TempDir dir;
+  std::string path = dir.Join("m.db");
+  ASSERT_TRUE(MetadataStore::Open(path).ok());
+  // Turn it back into what schema 1 wrote: no hash_block_size, hash_type.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  std::string downgrade =
+      "ALTER TABLE layers DROP COLUMN hash_block_size;"
+      "ALTER TABLE layers DROP COLUMN hash_type;"
+      "INSERT INTO layers (digest, file_size, image_size, block_size, "
+      "root_digest, salt, hash_offset, hash_algorithm, usage_size, "
+      "usage_inodes, created_ns) VALUES ('sha256:" +
+      std::string(64, 'a') +
+      "', 1, 1, 4096, 'ff', '-', 4096, 'sha256', 1, 1, 1);"
+      "PRAGMA user_version = 1;";
+  ASSERT_EQ(sqlite3_exec(db, downgrade.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  auto store = MetadataStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  auto layer = (*store)->FindLayer("sha256:" + std::string(64, 'a'));
+  ASSERT_TRUE(layer.ok() && layer->has_value());
+  EXPECT_EQ((*layer)->hash_block_size, 4096u);
+  EXPECT_EQ((*layer)->hash_type, 1u);
+  EXPECT_EQ((*layer)->root_digest, "ff");
+}
+
 TEST(MetadataStoreSchema, AFileThatIsNotADatabaseIsAnErrorNamingIt) {
   TempDir dir;
   evs::testing::WriteFile(dir.Join("m.db"), std::string(8192, 'x'));

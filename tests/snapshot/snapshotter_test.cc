@@ -4,6 +4,7 @@
 #include "evs/snapshot/snapshotter.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -91,12 +92,15 @@ bool Exists(const std::string& path) {
   return ::lstat(path.c_str(), &st) == 0;
 }
 
-class SnapshotterTest : public ::testing::Test {
+class SnapshotterTest : public ::testing::TestWithParam<VerityMode> {
  protected:
   void SetUp() override {
     if (!evs::testing::IsRoot() || !evs::testing::KernelHasFilesystem("erofs") ||
         !evs::testing::KernelHasFilesystem("overlay")) {
       GTEST_SKIP() << "needs root, erofs and overlay";
+    }
+    if (GetParam() == VerityMode::kUserspace && ::access("/dev/fuse", R_OK | W_OK) != 0) {
+      GTEST_SKIP() << "userspace verification needs /dev/fuse";
     }
     Open();
   }
@@ -109,10 +113,11 @@ class SnapshotterTest : public ::testing::Test {
   void Open() {
     SnapshotterOptions options;
     options.root = root();
-    options.verity = VerityMode::kOff;
+    options.verity = GetParam();
     auto s = Snapshotter::Open(options);
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     sn_ = std::move(*s);
+    ASSERT_EQ(sn_->verity(), GetParam());
   }
   void Reopen() {
     ASSERT_TRUE(sn_->Close().ok());
@@ -121,6 +126,16 @@ class SnapshotterTest : public ::testing::Test {
   }
   std::string root() const { return dir_.Join("root"); }
   std::string work(const std::string& name) const { return dir_.Join("work/" + name); }
+  // Mounts one layer makes: EROFS, plus its FUSE file in userspace mode.
+  int PerLayer() const { return GetParam() == VerityMode::kUserspace ? 2 : 1; }
+  // The layer mount points under m/ (without userspace mode's FUSE files).
+  std::vector<std::string> LayerDirs() const {
+    std::vector<std::string> out;
+    for (const std::string& n : List(root() + "/m")) {
+      if (n.find('.') == std::string::npos) out.push_back(n);
+    }
+    return out;
+  }
 
   // Prepares `key` on `parent`, lets `fill` change the mounted tree, and
   // commits it as `name`.
@@ -144,7 +159,7 @@ class SnapshotterTest : public ::testing::Test {
   std::unique_ptr<Snapshotter> sn_;
 };
 
-TEST_F(SnapshotterTest, CommittedLayersStackAndAViewSeesTheirUnion) {
+TEST_P(SnapshotterTest, CommittedLayersStackAndAViewSeesTheirUnion) {
   Layer("base", "", [](const std::string& t) {
     WriteFile(t + "/etc/hostname", "base\n");
     WriteFile(t + "/bin/tool", "v1");
@@ -164,7 +179,7 @@ TEST_F(SnapshotterTest, CommittedLayersStackAndAViewSeesTheirUnion) {
   EXPECT_NE(::mkdir((work("look") + "/new").c_str(), 0755), 0);
 }
 
-TEST_F(SnapshotterTest, CommitStoresTheUpperDirectoryAsAnErofsImageAndRemovesIt) {
+TEST_P(SnapshotterTest, CommitStoresTheUpperDirectoryAsAnErofsImageAndRemovesIt) {
   Layer("one", "", [](const std::string& t) { WriteFile(t + "/f", "x"); });
   auto layers = List(root() + "/layers/sha256");
   ASSERT_EQ(layers.size(), 1u);
@@ -174,12 +189,12 @@ TEST_F(SnapshotterTest, CommitStoresTheUpperDirectoryAsAnErofsImageAndRemovesIt)
   // Only the new active snapshot's directory would be here; the committed
   // one's upper directory is gone.
   EXPECT_TRUE(List(root() + "/snapshots").empty());
-  auto m = List(root() + "/m");
+  auto m = LayerDirs();
   ASSERT_EQ(m.size(), 1u);
   EXPECT_TRUE(IsMountPoint(root() + "/m/" + m[0]));
 }
 
-TEST_F(SnapshotterTest, DeletionsAndOpaqueDirectoriesInUpperLayersHideLowerFiles) {
+TEST_P(SnapshotterTest, DeletionsAndOpaqueDirectoriesInUpperLayersHideLowerFiles) {
   Layer("lower", "", [](const std::string& t) {
     WriteFile(t + "/gone", "deleted above");
     WriteFile(t + "/dir/old1", "1");
@@ -204,7 +219,7 @@ TEST_F(SnapshotterTest, DeletionsAndOpaqueDirectoriesInUpperLayersHideLowerFiles
 
   // In the upper layer's image itself: a 0:0 whiteout and an opaque xattr.
   bool found = false;
-  for (const std::string& id : List(root() + "/m")) {
+  for (const std::string& id : LayerDirs()) {
     std::string layer = root() + "/m/" + id;
     struct stat st;
     if (::lstat((layer + "/gone").c_str(), &st) != 0 || !S_ISCHR(st.st_mode)) continue;
@@ -218,7 +233,7 @@ TEST_F(SnapshotterTest, DeletionsAndOpaqueDirectoriesInUpperLayersHideLowerFiles
   EXPECT_TRUE(found) << "no layer mount holds the whiteout";
 }
 
-TEST_F(SnapshotterTest, IdenticalLayersAreStoredOnceAndRemovedWithTheLastSnapshot) {
+TEST_P(SnapshotterTest, IdenticalLayersAreStoredOnceAndRemovedWithTheLastSnapshot) {
   auto same = [](const std::string& t) {
     WriteFile(t + "/same", "identical content");
     ASSERT_EQ(::chmod(t.c_str(), 0755), 0);
@@ -229,17 +244,17 @@ TEST_F(SnapshotterTest, IdenticalLayersAreStoredOnceAndRemovedWithTheLastSnapsho
   Layer("a", "", same);
   Layer("b", "", same);
   EXPECT_EQ(List(root() + "/layers/sha256").size(), 1u);
-  EXPECT_EQ(List(root() + "/m").size(), 1u);
+  EXPECT_EQ(LayerDirs().size(), 1u);
   ASSERT_TRUE(sn_->Remove("a").ok());
   EXPECT_EQ(List(root() + "/layers/sha256").size(), 1u) << "b still holds the layer";
-  EXPECT_EQ(MountsUnder(root()), 1);
+  EXPECT_EQ(MountsUnder(root()), PerLayer());
   ASSERT_TRUE(sn_->Remove("b").ok());
   EXPECT_TRUE(List(root() + "/layers/sha256").empty());
   EXPECT_EQ(MountsUnder(root()), 0);
   EXPECT_TRUE(List(root() + "/m").empty());
 }
 
-TEST_F(SnapshotterTest, UsageMeasuresActiveSnapshotsAndReportsLayerSizes) {
+TEST_P(SnapshotterTest, UsageMeasuresActiveSnapshotsAndReportsLayerSizes) {
   auto mounts = sn_->Prepare("active", "", {});
   ASSERT_TRUE(mounts.ok());
   {
@@ -261,7 +276,7 @@ TEST_F(SnapshotterTest, UsageMeasuresActiveSnapshotsAndReportsLayerSizes) {
   EXPECT_EQ(missing.status().code(), Code::kNotFound);
 }
 
-TEST_F(SnapshotterTest, ContainerdErrorsForKeysParentsAndKinds) {
+TEST_P(SnapshotterTest, ContainerdErrorsForKeysParentsAndKinds) {
   ASSERT_TRUE(sn_->Prepare("k", "", {}).ok());
   EXPECT_EQ(sn_->Prepare("k", "", {}).status().code(), Code::kAlreadyExists);
   EXPECT_EQ(sn_->View("k", "", {}).status().code(), Code::kAlreadyExists);
@@ -282,7 +297,7 @@ TEST_F(SnapshotterTest, ContainerdErrorsForKeysParentsAndKinds) {
   EXPECT_EQ(sn_->Prepare("", "", {}).status().code(), Code::kInvalidArgument);
 }
 
-TEST_F(SnapshotterTest, LabelsOver4096BytesAreInvalidArgumentAndNothingIsCreated) {
+TEST_P(SnapshotterTest, LabelsOver4096BytesAreInvalidArgumentAndNothingIsCreated) {
   Labels ok = {{"k", std::string(4095, 'v')}};
   EXPECT_TRUE(sn_->Prepare("fits", "", ok).ok());
   Labels big = {{"key", std::string(4094, 'v')}};
@@ -297,7 +312,7 @@ TEST_F(SnapshotterTest, LabelsOver4096BytesAreInvalidArgumentAndNothingIsCreated
   EXPECT_EQ(List(root() + "/snapshots").size(), 1u);
 }
 
-TEST_F(SnapshotterTest, UpdateChangesOnlyTheNamedLabels) {
+TEST_P(SnapshotterTest, UpdateChangesOnlyTheNamedLabels) {
   ASSERT_TRUE(sn_->Prepare("k", "", {{"a", "1"}, {"b", "2"}}).ok());
   Info info;
   info.name = "k";
@@ -319,7 +334,7 @@ TEST_F(SnapshotterTest, UpdateChangesOnlyTheNamedLabels) {
   EXPECT_GE(stat->updated_ns, stat->created_ns);
 }
 
-TEST_F(SnapshotterTest, ListAppliesContainerdFilters) {
+TEST_P(SnapshotterTest, ListAppliesContainerdFilters) {
   ASSERT_TRUE(sn_->Prepare("a", "", {{"containerd.io/gc.root", "x"}}).ok());
   ASSERT_TRUE(sn_->Commit("a-c", "a", {{"l", "1"}}).ok());
   ASSERT_TRUE(sn_->Prepare("b", "a-c", {}).ok());
@@ -339,7 +354,7 @@ TEST_F(SnapshotterTest, ListAppliesContainerdFilters) {
   EXPECT_EQ(sn_->List({"name=="}).status().code(), Code::kInvalidArgument);
 }
 
-TEST_F(SnapshotterTest, ReopenRemovesWhatACrashLeftAndRemountsCommittedLayers) {
+TEST_P(SnapshotterTest, ReopenRemovesWhatACrashLeftAndRemountsCommittedLayers) {
   Layer("base", "", [](const std::string& t) { WriteFile(t + "/f", "base"); });
   auto mounts = sn_->Prepare("container", "base", {});
   ASSERT_TRUE(mounts.ok());
@@ -372,7 +387,7 @@ TEST_F(SnapshotterTest, ReopenRemovesWhatACrashLeftAndRemountsCommittedLayers) {
   EXPECT_EQ(ReadFileOrDie(work("c") + "/f"), "base");
 }
 
-TEST_F(SnapshotterTest, ASecondSnapshotterOnTheSameRootIsRefused) {
+TEST_P(SnapshotterTest, ASecondSnapshotterOnTheSameRootIsRefused) {
   SnapshotterOptions options;
   options.root = root();
   options.verity = VerityMode::kOff;
@@ -382,7 +397,7 @@ TEST_F(SnapshotterTest, ASecondSnapshotterOnTheSameRootIsRefused) {
   EXPECT_NE(second.status().message().find(root()), std::string::npos);
 }
 
-TEST_F(SnapshotterTest, CloseLeavesLayersUnderAMountedOverlayAndUnmountsTheRest) {
+TEST_P(SnapshotterTest, CloseLeavesLayersUnderAMountedOverlayAndUnmountsTheRest) {
   Layer("used", "", [](const std::string& t) { WriteFile(t + "/u", "u"); });
   Layer("idle", "", [](const std::string& t) { WriteFile(t + "/i", "i"); });
   auto mounts = sn_->Prepare("container", "used", {});
@@ -393,14 +408,14 @@ TEST_F(SnapshotterTest, CloseLeavesLayersUnderAMountedOverlayAndUnmountsTheRest)
   sn_.reset();
   // The container's overlay and the layer under it remain; the idle layer
   // was unmounted.
-  EXPECT_EQ(MountsUnder(root()), 1);
+  EXPECT_EQ(MountsUnder(root()), PerLayer());
   EXPECT_EQ(ReadFileOrDie(work("c") + "/u"), "u");
   ASSERT_TRUE(mp->Unmount().ok());
   Open();  // and the next start takes over cleanly
-  EXPECT_EQ(MountsUnder(root()), 2);
+  EXPECT_EQ(MountsUnder(root()), 2 * PerLayer());
 }
 
-TEST_F(SnapshotterTest, ThirtyTwoConcurrentPrepareCommitRemoveStreamsLeaveNothing) {
+TEST_P(SnapshotterTest, ThirtyTwoConcurrentPrepareCommitRemoveStreamsLeaveNothing) {
   constexpr int kStreams = 32;
   constexpr int kRounds = 4;
   Layer("shared-base", "", [](const std::string& t) { WriteFile(t + "/base", "b"); });
@@ -436,10 +451,10 @@ TEST_F(SnapshotterTest, ThirtyTwoConcurrentPrepareCommitRemoveStreamsLeaveNothin
   EXPECT_TRUE(List(root() + "/snapshots").empty());
   EXPECT_EQ(List(root() + "/layers/sha256").size(), 1u);
   EXPECT_TRUE(List(root() + "/layers/tmp").empty());
-  EXPECT_EQ(MountsUnder(root()), 1);
+  EXPECT_EQ(MountsUnder(root()), PerLayer());
 }
 
-TEST_F(SnapshotterTest, CleanupRemovesDirectoriesNothingReferences) {
+TEST_P(SnapshotterTest, CleanupRemovesDirectoriesNothingReferences) {
   ASSERT_TRUE(MakeDirs(root() + "/snapshots/4242/fs").ok());
   std::string orphan = root() + "/layers/sha256/" + std::string(64, 'd');
   WriteFile(orphan + "/layer.erofs", "orphan");
@@ -449,6 +464,43 @@ TEST_F(SnapshotterTest, CleanupRemovesDirectoriesNothingReferences) {
   EXPECT_FALSE(Exists(orphan));
   EXPECT_EQ(List(root() + "/snapshots").size(), 1u);
 }
+
+TEST_P(SnapshotterTest, ACorruptedByteInALayerFileFailsReadsOfThatFileWithEio) {
+  if (GetParam() == VerityMode::kOff) GTEST_SKIP() << "verification is off";
+  Layer("l", "", [](const std::string& t) {
+    WriteFile(t + "/big", std::string(256 * 1024, 'Q'));
+    WriteFile(t + "/other", "fine");
+  });
+  ASSERT_TRUE(sn_->Close().ok());
+  sn_.reset();
+  // Flip one byte inside the data of /big, below the hash tree.
+  auto layers = List(root() + "/layers/sha256");
+  ASSERT_EQ(layers.size(), 1u);
+  std::string image = root() + "/layers/sha256/" + layers[0] + "/layer.erofs";
+  std::string bytes = ReadFileOrDie(image);
+  size_t at = bytes.find(std::string(4096, 'Q'));
+  ASSERT_NE(at, std::string::npos);
+  evs::testing::ShOk("printf 'X' | dd of=" + image + " bs=1 seek=" + std::to_string(at + 100) +
+                     " conv=notrunc status=none && sync && echo 3 > /proc/sys/vm/drop_caches");
+  Open();
+  auto view = sn_->View("v", "l", {});
+  ASSERT_TRUE(view.ok()) << view.status().ToString();
+  auto mp = MountAt(*view, work("v"));
+  ASSERT_TRUE(mp.ok()) << mp.status().ToString();
+  EXPECT_EQ(ReadFileOrDie(work("v") + "/other"), "fine") << "other blocks still read";
+  int fd = ::open((work("v") + "/big").c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  std::string buf(256 * 1024, '\0');
+  ssize_t n = ::read(fd, buf.data(), buf.size());
+  int err = errno;
+  ::close(fd);
+  EXPECT_EQ(n, -1) << "the corrupted block must never be returned";
+  EXPECT_EQ(err, EIO);
+}
+
+INSTANTIATE_TEST_SUITE_P(Verity, SnapshotterTest,
+                         ::testing::Values(VerityMode::kOff, VerityMode::kUserspace),
+                         [](const auto& info) { return std::string(VerityModeName(info.param)); });
 
 }  // namespace
 }  // namespace evs::snapshot

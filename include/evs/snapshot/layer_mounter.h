@@ -26,6 +26,13 @@
 #include "evs/common/status.h"
 #include "evs/snapshot/metadata_store.h"
 
+namespace evs::verity {
+class DeviceMapper;
+class DmVerityDevices;
+class DmVerityErofsMount;
+class VerifiedErofsMount;
+}  // namespace evs::verity
+
 namespace evs::snapshot {
 
 enum class VerityMode { kAuto, kKernel, kUserspace, kOff };
@@ -38,8 +45,12 @@ std::string_view BackingModeName(BackingMode mode);
 
 struct LayerMounterOptions {
   std::string mount_dir;    // <root>/m
-  std::string scratch_dir;  // where the probe image is built (<root>/layers/tmp)
+  std::string scratch_dir;  // where the probe mount point is made
   VerityMode verity = VerityMode::kAuto;
+  // Userspace mode: FUSE threads per layer (each layer is its own FUSE
+  // file; two keep a local disk busy without a thread pile-up at 100+
+  // layers).
+  int userspace_threads = 2;
 };
 
 class LayerMounter {
@@ -58,6 +69,9 @@ class LayerMounter {
   // m/<id>: short on purpose, so that 128 lowerdirs fit the kernel's
   // 4096-byte mount option limit.
   std::string MountPath(int64_t layer_id) const;
+  // m/<id>.verity: in userspace mode, the FUSE file serving the verified
+  // bytes of the layer file, which EROFS is mounted from.
+  std::string VerifiedFilePath(int64_t layer_id) const;
 
   // Mounts `image_path` (the layer `layer`) read-only at MountPath(layer.id)
   // unless this mounter already did. Errors name the layer digest and path.
@@ -89,16 +103,29 @@ class LayerMounter {
   Result<int> RemoveStale();
 
  private:
-  LayerMounter() = default;
+  LayerMounter();
+  // One mounted layer: exactly one of the three owners is set.
   struct Mounted {
-    MountPoint mount;
-    std::string device;  // "major:minor" of the mounted filesystem
+    Mounted();
+    Mounted(Mounted&&) noexcept;
+    Mounted& operator=(Mounted&&) noexcept;
+    ~Mounted();
+    Status Unmount();
+    void Release();    // leaves the mounts in place and forgets them
+    MountPoint plain;  // off
+    std::unique_ptr<verity::VerifiedErofsMount> fuse;    // userspace
+    std::unique_ptr<verity::DmVerityErofsMount> kernel;  // kernel
+    std::string target;
+    std::string device;  // "major:minor" of the mounted EROFS
   };
   std::set<int64_t> LayersInUse() const;
   std::string mount_dir_;
   VerityMode verity_ = VerityMode::kOff;
   BackingMode backing_ = BackingMode::kFile;
+  int threads_ = 2;
   std::map<int64_t, Mounted> mounts_;
+  std::unique_ptr<verity::DeviceMapper> dm_;
+  std::unique_ptr<verity::DmVerityDevices> dm_devices_;
 };
 
 }  // namespace evs::snapshot

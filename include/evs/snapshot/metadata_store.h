@@ -50,6 +50,8 @@ struct LayerRecord {
   uint64_t file_size = 0;      // layer.erofs including the verity tree
   uint64_t image_size = 0;     // the EROFS part
   uint32_t block_size = 4096;  // EROFS and verity data block size
+  uint32_t hash_block_size = 4096;
+  uint32_t hash_type = 1;  // dm-verity format version
   // dm-verity (reference/erofs-and-dm-verity-format.md §2); root_digest is
   // empty for a layer stored without a tree.
   std::string root_digest;     // hex
