@@ -397,13 +397,15 @@ Result<Inode> ErofsReader::Lookup(std::string_view path) const {
     std::string_view name = path.substr(pos, end - pos);
     pos = end + 1;
     if (name.empty() || name == ".") continue;
-    if (!inode.is_dir()) return NotFoundError(name_, ": \"", walked, "\" is not a directory");
+    if (!inode.is_dir())
+      return NotFoundError(name_, ": \"", path, "\": \"", walked, "\" is not a directory");
     EVS_ASSIGN_OR_RETURN(std::vector<DirectoryEntry> entries, ReadDirectory(inode));
     auto it = std::find_if(entries.begin(), entries.end(),
                            [&](const DirectoryEntry& e) { return e.name == name; });
     if (!walked.empty()) walked += '/';
     walked += name;
-    if (it == entries.end()) return NotFoundError(name_, ": no \"", walked, "\" in the image");
+    if (it == entries.end())
+      return NotFoundError(name_, ": \"", path, "\": no \"", walked, "\" in the image");
     EVS_ASSIGN_OR_RETURN(inode, ReadInode(it->nid));
   }
   return inode;
