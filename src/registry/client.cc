@@ -623,16 +623,16 @@ Result<std::string> ManifestMediaType(std::string_view bytes, std::string_view c
   if (!kind.ok()) return kind.status().Annotate(what);
   std::string ct(content_type.substr(0, content_type.find(';')));
   while (!ct.empty() && ct.back() == ' ') ct.pop_back();
+  // Parsed in full, so a malformed document fails here, naming what was
+  // fetched, rather than later in a caller.
   if (*kind == oci::ManifestKind::kImageManifest) {
-    if (oci::IsImageManifestMediaType(ct)) return ct;
     auto m = oci::ImageManifest::Parse(bytes, content_type);
     if (!m.ok()) return m.status().Annotate(what);
-    return m->media_type;
+    return oci::IsImageManifestMediaType(ct) ? ct : m->media_type;
   }
-  if (oci::IsImageIndexMediaType(ct)) return ct;
   auto idx = oci::ImageIndex::Parse(bytes, content_type);
   if (!idx.ok()) return idx.status().Annotate(what);
-  return idx->media_type;
+  return oci::IsImageIndexMediaType(ct) ? ct : idx->media_type;
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <toml++/toml.h>
 
 #include <algorithm>
+#include <cctype>
 
 #include "evs/common/file.h"
 #include "evs/oci/reference.h"
@@ -52,6 +53,39 @@ std::string CleanPath(std::string_view path) {
     out += p;
   }
   return out.empty() ? "/" : out;
+}
+
+// "host", "host:port", "[v6]", "[v6]:port".
+bool ValidHostPort(std::string_view h) {
+  std::string_view port;
+  if (!h.empty() && h.front() == '[') {
+    size_t close = h.find(']');
+    if (close == std::string_view::npos || close == 1) return false;
+    std::string_view rest = h.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest.front() != ':') return false;
+      port = rest.substr(1);
+      if (port.empty()) return false;
+    }
+  } else {
+    size_t colon = h.rfind(':');
+    std::string_view name = h.substr(0, colon);
+    if (colon != std::string_view::npos) {
+      port = h.substr(colon + 1);
+      if (port.empty()) return false;
+    }
+    if (name.empty()) return false;
+    for (char c : name) {
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '_') {
+        return false;
+      }
+    }
+  }
+  if (port.size() > 5) return false;
+  for (char c : port) {
+    if (c < '0' || c > '9') return false;
+  }
+  return true;
 }
 
 // The defaults for an entry without a host: the registry itself.
@@ -110,7 +144,10 @@ Result<RegistryEndpoint> ParseHostTable(std::string_view server, const toml::tab
     std::string rest = url.substr(scheme_end + 3);
     size_t slash = rest.find('/');
     e.host = rest.substr(0, slash);
-    if (e.host.empty()) return InvalidArgumentError(what, ": server \"", server, "\" has no host");
+    if (!ValidHostPort(e.host)) {
+      return InvalidArgumentError(what, ": cannot parse server \"", server, "\" (host \"", e.host,
+                                  "\")");
+    }
     std::string path = slash == std::string::npos ? "" : rest.substr(slash);
     if (!path.empty()) {
       path = CleanPath(path);

@@ -195,7 +195,9 @@ class RegistryClient {
 
   // GETs the manifest or index `ref` names (by digest if pinned, else by
   // tag), at most max_manifest_size bytes, and verifies it: against the
-  // pinned digest, else against Docker-Content-Digest when present.
+  // pinned digest, else against Docker-Content-Digest when present. The
+  // document is parsed once here, so a malformed or mislabelled one is an
+  // InvalidArgument (Unimplemented for Docker schema 1) naming the reference.
   Result<FetchedManifest> FetchManifest(const oci::Reference& ref, const CallOptions& call = {});
   // GETs the manifest `desc` names from `repo` and verifies digest and size.
   Result<FetchedManifest> FetchManifest(const oci::Reference& repo, const oci::Descriptor& desc,
