@@ -256,3 +256,126 @@ TEST_F(AuthTest, ExpiredTokenIsRefreshedWhenTheRegistryRejectsIt) {
 
 }  // namespace
 }  // namespace evs::registry
+
+namespace evs::registry {
+namespace {
+
+// TLS per hosts.toml: a registry with a certificate from a test CA, first
+// untrusted (clear error), then trusted through `ca`, then with
+// `skip_verify`, then requiring a client certificate (`client`).
+class TlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    EVS_REQUIRE_LOCAL_REGISTRY();
+    EVS_REQUIRE_PROGRAM("openssl");
+    EVS_REQUIRE_PROGRAM("skopeo");
+    std::string d = dir_.path();
+    // A CA, a server certificate for 127.0.0.1, a client CA and client.
+    evs::testing::ShOk(
+        "set -e; cd '" + d +
+        "'; "
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "
+        "/CN=evs-test-ca "
+        "  -keyout ca.key -out ca.pem 2>/dev/null; "
+        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=127.0.0.1 "
+        "-keyout server.key "
+        "  -out server.csr 2>/dev/null; "
+        "printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext; "
+        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+        "  -extfile san.ext -out server.pem 2>/dev/null; "
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "
+        "/CN=evs-client-ca "
+        "  -keyout client-ca.key -out client-ca.pem 2>/dev/null; "
+        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=evs-client "
+        "-keyout client.key "
+        "  -out client.csr 2>/dev/null; "
+        "openssl x509 -req -in client.csr -CA client-ca.pem -CAkey client-ca.key "
+        "  -CAcreateserial -days 2 -out client.pem 2>/dev/null");
+    auto image = evs::testing::BuildTestImage(dir_.Join("img"), {"linux/amd64"}, 2, 32 << 10, "v1");
+    ASSERT_TRUE(image.ok()) << image.status().ToString();
+    image_ = std::move(*image);
+  }
+
+  // hosts.toml for `host` under a fresh config dir; returns the dir.
+  std::string Hosts(const std::string& host, const std::string& body) {
+    std::string root = dir_.Join("certs.d-" + std::to_string(++n_));
+    evs::testing::WriteFile(root + "/" + host + "/hosts.toml",
+                            "server = \"https://" + host + "\"\n" + body);
+    // Relative paths in hosts.toml are relative to its directory.
+    evs::testing::ShOk("cp '" + dir_.Join("ca.pem") + "' '" + dir_.Join("client.pem") + "' '" +
+                       dir_.Join("client.key") + "' '" + root + "/" + host + "/'");
+    return root;
+  }
+
+  Status Pull(const std::string& hosts_dir, const std::string& host) {
+    RegistryOptions o;
+    o.hosts_dir = hosts_dir;
+    o.retry.max_attempts = 2;
+    o.retry.initial_backoff = std::chrono::milliseconds(10);
+    auto client = std::move(*RegistryClient::Create(o));
+    return PullAll(*client, host + "/tls/app:v1", image_);
+  }
+
+  TempDir dir_;
+  TestImage image_;
+  int n_ = 0;
+};
+
+TEST_F(TlsTest, CaFromHostsTomlSkipVerifyAndHttp2) {
+  LocalRegistryOptions options;
+  options.tls_cert = dir_.Join("server.pem");
+  options.tls_key = dir_.Join("server.key");
+  options.access_log = true;
+  auto registry = LocalRegistry::Start(options);
+  ASSERT_TRUE(registry.ok()) << registry.status().ToString();
+  std::string host = (*registry)->host();
+  auto pushed = evs::testing::Sh("skopeo copy --quiet --all --dest-cert-dir '" + dir_.path() +
+                                 "/skopeo-certs' --dest-tls-verify=false oci:" + image_.layout_dir +
+                                 ":v1 docker://" + host + "/tls/app:v1 2>&1");
+  ASSERT_EQ(pushed.exit_code, 0) << pushed.stdout_data;
+
+  // Not configured: the system CAs do not know the test CA.
+  Status untrusted = Pull(Hosts(host, ""), host);
+  EXPECT_EQ(untrusted.code(), Code::kFailedPrecondition) << untrusted.ToString();
+  EXPECT_NE(untrusted.message().find("TLS"), std::string::npos) << untrusted.message();
+  EXPECT_NE(untrusted.message().find("hosts.toml"), std::string::npos);
+
+  Status trusted = Pull(Hosts(host, "ca = \"ca.pem\"\n"), host);
+  EXPECT_TRUE(trusted.ok()) << trusted.ToString();
+  Status skipped = Pull(Hosts(host, "skip_verify = true\n"), host);
+  EXPECT_TRUE(skipped.ok()) << skipped.ToString();
+  // Go's server offers HTTP/2 over TLS; libcurl took it.
+  std::string log = evs::testing::ReadFileOrDie((*registry)->log_path());
+  EXPECT_NE(log.find("HTTP/2.0"), std::string::npos);
+}
+
+TEST_F(TlsTest, ClientCertificateFromHostsToml) {
+  LocalRegistryOptions options;
+  options.tls_cert = dir_.Join("server.pem");
+  options.tls_key = dir_.Join("server.key");
+  options.client_ca = dir_.Join("client-ca.pem");
+  auto registry = LocalRegistry::Start(options);
+  ASSERT_TRUE(registry.ok()) << registry.status().ToString();
+  std::string host = (*registry)->host();
+  std::string certs = dir_.Join("skopeo-certs");
+  evs::testing::ShOk("mkdir -p '" + certs + "' && cp '" + dir_.Join("client.pem") + "' '" + certs +
+                     "/client.cert' && cp '" + dir_.Join("client.key") + "' '" + certs +
+                     "/client.key' && cp '" + dir_.Join("ca.pem") + "' '" + certs + "/ca.crt'");
+  auto pushed = evs::testing::Sh("skopeo copy --quiet --dest-cert-dir '" + certs + "' oci:" +
+                                 image_.layout_dir + ":v1 docker://" + host + "/tls/app:v1 2>&1");
+  ASSERT_EQ(pushed.exit_code, 0) << pushed.stdout_data;
+
+  Status without = Pull(Hosts(host, "ca = \"ca.pem\"\n"), host);
+  EXPECT_FALSE(without.ok());
+  EXPECT_NE(without.message().find(host), std::string::npos) << without.message();
+  Status with =
+      Pull(Hosts(host, "ca = \"ca.pem\"\nclient = [[\"client.pem\", \"client.key\"]]\n"), host);
+  EXPECT_TRUE(with.ok()) << with.ToString();
+  Status missing =
+      Pull(Hosts(host, "ca = \"ca.pem\"\nclient = \"/nonexistent/client.pem\"\n"), host);
+  EXPECT_EQ(missing.code(), Code::kFailedPrecondition);
+  EXPECT_NE(missing.message().find("/nonexistent/client.pem"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace evs::registry

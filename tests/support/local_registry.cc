@@ -204,7 +204,8 @@ Result<std::unique_ptr<LocalRegistry>> LocalRegistry::Start(LocalRegistryOptions
 
   std::ostringstream config;
   config << "version: 0.1\n"
-         << "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
+         << "log:\n  level: warn\n  accesslog:\n    disabled: "
+         << (options.access_log ? "false" : "true") << "\n"
          << "storage:\n  filesystem:\n    rootdirectory: " << r->storage_dir_ << "\n"
          << "  delete:\n    enabled: true\n"
          << "  maintenance:\n    uploadpurging:\n      enabled: false\n";

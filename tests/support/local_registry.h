@@ -92,6 +92,8 @@ struct LocalRegistryOptions {
   // TLS: serve https with this certificate and key; require client
   // certificates signed by client_ca when set.
   std::string tls_cert, tls_key, client_ca;
+  // Log one line per request (with the protocol, "HTTP/2.0") to log_path().
+  bool access_log = false;
 };
 
 // docker-registry serving 127.0.0.1:<port>, storage in a temp dir.
