@@ -6,6 +6,12 @@
 #include "commands.h"
 #include "evs/common/log.h"
 
+namespace evs::cli {
+// evs image convert (convert_commands.cc): adds `convert` under the `image`
+// subcommand AddImageCommands created.
+void AddConvertCommands(CLI::App& app, Status* status);
+}  // namespace evs::cli
+
 int main(int argc, char** argv) {
   CLI::App app{"evs: EROFS layers with dm-verity for containerd (see README.md)", "evs"};
   app.require_subcommand(1);
@@ -16,6 +22,7 @@ int main(int argc, char** argv) {
   evs::cli::AddLayerCommands(app, &status);
   evs::cli::AddVerityCommands(app, &status);
   evs::cli::AddImageCommands(app, &status);
+  evs::cli::AddConvertCommands(app, &status);
   app.parse_complete_callback([&] {
     evs::LogLevel level;
     if (evs::ParseLogLevel(log_level, &level)) evs::SetLogLevel(level);

@@ -1,0 +1,138 @@
+// evs image convert: turn an image in a registry into one whose layers are
+// EROFS images with their dm-verity trees appended, which evs can start
+// lazily (issue 6; docs/lazy.md). The library part is lazy/image_converter.h.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "commands.h"
+#include "evs/lazy/image_converter.h"
+#include "evs/oci/platform.h"
+#include "evs/oci/reference.h"
+#include "evs/registry/client.h"
+#include "evs/registry/credentials.h"
+#include "evs/registry/hosts.h"
+#include "progress.h"
+
+namespace evs::cli {
+
+void AddConvertCommands(CLI::App& app, Status* status);
+
+namespace {
+
+struct ConvertFlags {
+  std::string src, dst;
+  std::vector<std::string> platforms;
+  bool all_platforms = false;
+  int jobs = 2;
+  int hash_threads = 1;
+  std::string scratch_dir;
+  std::string hosts_dir = "/etc/containerd/certs.d";
+  std::string creds;  // "user:password", for both registries
+};
+
+// TODO(cli owner): share image_commands.cc's client set-up (docs/requests.md).
+Result<std::unique_ptr<registry::RegistryClient>> NewClient(
+    const ConvertFlags& flags, const std::vector<oci::Reference>& refs) {
+  registry::RegistryOptions options;
+  if (::access(flags.hosts_dir.c_str(), F_OK) == 0) options.hosts_dir = flags.hosts_dir;
+  std::vector<std::shared_ptr<registry::CredentialStore>> stores;
+  if (!flags.creds.empty()) {
+    size_t colon = flags.creds.find(':');
+    if (colon == std::string::npos) return InvalidArgumentError("--creds: expected USER:PASSWORD");
+    auto given = std::make_shared<registry::StaticCredentials>();
+    registry::Credentials c{flags.creds.substr(0, colon), flags.creds.substr(colon + 1), ""};
+    for (const auto& ref : refs) {
+      given->Set(ref.registry, c);
+      auto endpoints = registry::LoadRegistryHosts(options.hosts_dir, ref.registry);
+      if (endpoints.ok()) {
+        for (const auto& e : *endpoints) given->Set(e.host, c);
+      }
+    }
+    stores.push_back(given);
+  }
+  EVS_ASSIGN_OR_RETURN(auto docker, registry::DockerConfigCredentials::Load());
+  stores.push_back(std::shared_ptr<registry::CredentialStore>(std::move(docker)));
+  options.credentials = std::make_shared<registry::ChainedCredentials>(std::move(stores));
+  options.max_connections_per_host = std::max(flags.jobs, 1) * 2 + 2;
+  return registry::RegistryClient::Create(std::move(options));
+}
+
+Status RunConvert(const ConvertFlags& flags) {
+  EVS_ASSIGN_OR_RETURN(oci::Reference src, oci::Reference::Parse(flags.src));
+  EVS_ASSIGN_OR_RETURN(oci::Reference dst, oci::Reference::Parse(flags.dst));
+  lazy::ImageConvertOptions options;
+  options.all_platforms = flags.all_platforms;
+  if (flags.all_platforms && !flags.platforms.empty()) {
+    return InvalidArgumentError("give --platform or --all-platforms, not both");
+  }
+  for (const auto& p : flags.platforms) {
+    EVS_ASSIGN_OR_RETURN(oci::Platform platform, oci::Platform::Parse(p));
+    options.platforms.push_back(platform);
+  }
+  options.parallel_layers = flags.jobs;
+  options.hash_threads = flags.hash_threads;
+  options.scratch_dir = flags.scratch_dir;
+  EVS_ASSIGN_OR_RETURN(auto client, NewClient(flags, {src, dst}));
+
+  const auto start = std::chrono::steady_clock::now();
+  EVS_ASSIGN_OR_RETURN(lazy::ImageConvertResult result,
+                       lazy::ConvertImage(*client, src, dst, options));
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  // stdout: the one thing a script wants, the pinned destination.
+  std::printf("%s\n", result.destination.ToString().c_str());
+  if (::isatty(STDERR_FILENO) == 1) {
+    size_t layers = 0;
+    for (const auto& m : result.manifests) layers += m.layers.size();
+    std::fprintf(stderr,
+                 "converted %s: %zu platform(s), %zu layer(s), %llu converted, %llu pushed (%s), "
+                 "%.1f s\n",
+                 result.source.ToString().c_str(), result.manifests.size(), layers,
+                 static_cast<unsigned long long>(result.layers_converted),
+                 static_cast<unsigned long long>(result.layers_pushed),
+                 FormatBytes(result.bytes_pushed).c_str(), secs);
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+void AddConvertCommands(CLI::App& app, Status* status) {
+  CLI::App* image = nullptr;
+  try {
+    image = app.get_subcommand("image");
+  } catch (const CLI::OptionNotFound&) {
+    image = app.add_subcommand("image", "Work with images in registries");
+    image->require_subcommand(1);
+  }
+  auto flags = std::make_shared<ConvertFlags>();
+  CLI::App* cmd = image->add_subcommand(
+      "convert",
+      "Convert SRC into DST with EROFS + dm-verity layers that evs can mount lazily "
+      "(application/vnd.erofs.layer.v1; prints DST@digest)");
+  cmd->add_option("SRC", flags->src, "Source image, e.g. docker.io/library/python:3.12")
+      ->required();
+  cmd->add_option("DST", flags->dst, "Destination, e.g. registry:5000/python:3.12-evs")->required();
+  cmd->add_option("--platform", flags->platforms,
+                  "os/arch[/variant] to convert (repeatable; default: this machine's)");
+  cmd->add_flag("--all-platforms", flags->all_platforms,
+                "Convert every platform of SRC's index and push an index");
+  cmd->add_option("-j,--jobs", flags->jobs, "Layers converted at once")->capture_default_str();
+  cmd->add_option("--hash-threads", flags->hash_threads, "Threads hashing each layer's verity tree")
+      ->capture_default_str();
+  cmd->add_option("--scratch-dir", flags->scratch_dir,
+                  "Where layer files are built before upload (default: $TMPDIR or /tmp)");
+  cmd->add_option("--hosts-dir", flags->hosts_dir,
+                  "containerd registry config_path: <dir>/<host>/hosts.toml")
+      ->capture_default_str();
+  cmd->add_option("--creds", flags->creds,
+                  "USER:PASSWORD for both registries (default: ~/.docker/config.json)");
+  cmd->callback([flags, status] { *status = RunConvert(*flags); });
+}
+
+}  // namespace evs::cli

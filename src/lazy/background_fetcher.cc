@@ -1,0 +1,203 @@
+#include "evs/lazy/background_fetcher.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "evs/common/log.h"
+
+namespace evs::lazy {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr uint64_t kCompleteLayer = std::numeric_limits<uint64_t>::max();
+
+}  // namespace
+
+struct BackgroundFetcher::Entry {
+  std::shared_ptr<LazyBlockSource> source;
+  std::function<void(const Status&)> on_complete;
+  uint64_t cursor = 0;  // next chunk to hand out
+  int busy = 0;         // workers using it now
+  bool removed = false;
+  bool completing = false;
+  std::chrono::milliseconds backoff{0};
+  Clock::time_point retry_at{};
+};
+
+BackgroundFetcher::BackgroundFetcher(BackgroundFetchOptions options)
+    : options_(std::move(options)),
+      activity_(std::make_shared<ForegroundActivity>()),
+      bucket_next_(Clock::now()) {}
+
+std::unique_ptr<BackgroundFetcher> BackgroundFetcher::Start(BackgroundFetchOptions options) {
+  std::unique_ptr<BackgroundFetcher> f(new BackgroundFetcher(std::move(options)));
+  const int n = std::clamp(f->options_.concurrency, 1, 64);
+  for (int i = 0; i < n; ++i) f->workers_.emplace_back([p = f.get()] { p->WorkerLoop(); });
+  return f;
+}
+
+BackgroundFetcher::~BackgroundFetcher() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : workers_) t.join();
+}
+
+void BackgroundFetcher::Add(std::shared_ptr<LazyBlockSource> source,
+                            std::function<void(const Status&)> on_complete) {
+  if (source->complete()) return;
+  auto entry = std::make_shared<Entry>();
+  entry->source = std::move(source);
+  entry->on_complete = std::move(on_complete);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    entries_.push_back(std::move(entry));
+  }
+  cv_.notify_all();
+}
+
+void BackgroundFetcher::Remove(const LazyBlockSource* source) {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto it = std::find_if(entries_.begin(), entries_.end(),
+                         [&](const auto& e) { return e->source.get() == source; });
+  if (it == entries_.end()) return;
+  std::shared_ptr<Entry> entry = *it;
+  entry->removed = true;
+  entries_.erase(it);
+  cv_.wait(lock, [&] { return entry->busy == 0; });
+}
+
+BackgroundFetcher::Stats BackgroundFetcher::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stats s;
+  s.bytes_fetched = bytes_fetched_;
+  s.chunks_fetched = chunks_fetched_;
+  s.errors = errors_;
+  s.layers_completed = completed_;
+  s.layers_queued = entries_.size();
+  return s;
+}
+
+std::shared_ptr<BackgroundFetcher::Entry> BackgroundFetcher::NextWork(
+    uint64_t* chunk, std::unique_lock<std::mutex>&) {
+  const auto now = Clock::now();
+  for (size_t n = 0; n < entries_.size(); ++n) {
+    const size_t i = (next_entry_ + n) % entries_.size();
+    const std::shared_ptr<Entry>& e = entries_[i];
+    if (e->completing || e->retry_at > now) continue;
+    LazyBlockSource& source = *e->source;
+    while (e->cursor < source.chunks() && source.ChunkReady(e->cursor)) ++e->cursor;
+    if (e->cursor < source.chunks()) {
+      *chunk = e->cursor++;
+      ++e->busy;
+      next_entry_ = i + 1;  // round-robin: the next chunk comes from the next layer
+      return e;
+    }
+    if (e->busy > 0) continue;  // the last chunks are still in flight
+    if (source.AllReady()) {
+      e->completing = true;
+      ++e->busy;
+      *chunk = kCompleteLayer;
+      return e;
+    }
+    e->cursor = 0;  // some chunk failed on the way: another pass
+  }
+  return nullptr;
+}
+
+bool BackgroundFetcher::SleepUntil(Clock::time_point until) {
+  std::unique_lock<std::mutex> lock(mu_);
+  return !cv_.wait_until(lock, until, [&] { return stopping_; });
+}
+
+void BackgroundFetcher::WaitForQuiet() {
+  const int64_t quiet_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(options_.yield_after_miss).count();
+  for (;;) {
+    const int64_t now_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+            .count();
+    const int64_t last = activity_->last_end_ns.load();
+    if (activity_->in_flight.load() == 0 && (last == 0 || now_ns - last >= quiet_ns)) return;
+    if (!SleepUntil(Clock::now() + std::chrono::milliseconds(20))) return;
+  }
+}
+
+// A token bucket kept as the time at which the bytes fetched so far have
+// been paid for: a worker starts a fetch only once that time has come, and
+// charges what it fetched afterwards (a chunk may be partly cached, so the
+// size is known only then).
+void BackgroundFetcher::WaitForBandwidth() {
+  if (options_.bandwidth == 0) return;
+  Clock::time_point until;
+  {
+    std::lock_guard<std::mutex> lock(bucket_mu_);
+    until = bucket_next_;
+  }
+  SleepUntil(until);
+}
+
+void BackgroundFetcher::Charge(uint64_t bytes) {
+  if (options_.bandwidth == 0 || bytes == 0) return;
+  std::lock_guard<std::mutex> lock(bucket_mu_);
+  // Idle time does not accumulate credit beyond one second's worth.
+  bucket_next_ = std::max(bucket_next_, Clock::now() - std::chrono::seconds(1)) +
+                 std::chrono::nanoseconds(bytes * 1'000'000'000ull / options_.bandwidth);
+}
+
+void BackgroundFetcher::WorkerLoop() {
+  for (;;) {
+    std::shared_ptr<Entry> entry;
+    uint64_t chunk = 0;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      for (;;) {
+        if (stopping_) return;
+        entry = NextWork(&chunk, lock);
+        if (entry) break;
+        cv_.wait_for(lock, std::chrono::milliseconds(500));
+      }
+    }
+    LazyBlockSource& source = *entry->source;
+    if (chunk == kCompleteLayer) {
+      Status st = source.MarkComplete();
+      if (entry->on_complete) entry->on_complete(st);
+      std::lock_guard<std::mutex> lock(mu_);
+      if (st.ok()) ++completed_;
+      auto it = std::find(entries_.begin(), entries_.end(), entry);
+      if (it != entries_.end()) entries_.erase(it);
+      --entry->busy;
+      cv_.notify_all();
+      continue;
+    }
+
+    WaitForQuiet();
+    WaitForBandwidth();
+    uint64_t fetched = 0;
+    Status st = entry->removed ? OkStatus() : source.FetchChunk(chunk, &fetched);
+
+    Charge(fetched);
+    std::lock_guard<std::mutex> lock(mu_);
+    --entry->busy;
+    bytes_fetched_ += fetched;
+    if (fetched > 0) ++chunks_fetched_;
+    if (st.ok()) {
+      entry->backoff = std::chrono::milliseconds(0);
+    } else {
+      ++errors_;
+      entry->cursor = std::min(entry->cursor, chunk);
+      entry->backoff = std::clamp(entry->backoff * 2, std::chrono::milliseconds(500),
+                                  options_.max_error_backoff);
+      entry->retry_at = Clock::now() + entry->backoff;
+      EVS_LOG(kWarning) << "background fetch failed; will retry"
+                        << Kv("layer", source.layer().descriptor.digest.Short())
+                        << Kv("chunk", chunk) << Kv("retry_ms", entry->backoff.count())
+                        << Kv("error", st.message());
+    }
+    cv_.notify_all();
+  }
+}
+
+}  // namespace evs::lazy
