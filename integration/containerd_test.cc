@@ -8,6 +8,7 @@
 // Needs root, erofs, overlay, containerd, runc, ctr, umoci, skopeo,
 // docker-registry and a static busybox (busybox-static); skips with the
 // reason otherwise.
+#include <dirent.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -44,6 +45,31 @@ std::string Quote(const std::string& s) {
     }
   }
   return out + "'";
+}
+
+// Stops verifier processes (serve-verified-layer) whose arguments name a
+// path under `dir`: a daemon killed with SIGKILL leaves them serving, by
+// design, and a test must not leave them behind.
+void StopVerifiersUnder(const std::string& dir) {
+  std::vector<pid_t> pids;
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) return;
+  while (struct dirent* e = ::readdir(proc)) {
+    pid_t pid = static_cast<pid_t>(std::atoi(e->d_name));
+    if (pid <= 1) continue;
+    std::ifstream in(std::string("/proc/") + e->d_name + "/cmdline");
+    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (cmdline.find(std::string("serve-verified-layer") + '\0') != std::string::npos &&
+        cmdline.find(dir + "/") != std::string::npos) {
+      pids.push_back(pid);
+    }
+  }
+  ::closedir(proc);
+  for (pid_t pid : pids) ::kill(pid, SIGTERM);
+  for (pid_t pid : pids) {
+    for (int i = 0; i < 500 && ::kill(pid, 0) == 0; ++i) ::usleep(10000);
+    ::kill(pid, SIGKILL);
+  }
 }
 
 bool WaitForSocket(const std::string& path, const ChildProcess& process) {
@@ -96,6 +122,7 @@ class ContainerdWithEvs : public ::testing::Test {
     }
     containerd_.Stop();
     evs_.Stop();
+    StopVerifiersUnder(dir_.path());
     if (HasFailure()) {
       std::cerr << "--- evs log (tail) ---\n"
                 << Tail(EvsLog()) << "--- containerd log (tail) ---\n"
@@ -108,10 +135,9 @@ class ContainerdWithEvs : public ::testing::Test {
   }
 
   void StartEvs() {
-    auto p =
-        ChildProcess::Start({DaemonBinary(), "--root", EvsRoot(), "--address", EvsSocket(),
-                             "--config", "/dev/null", "--verity", "off", "--log-level", "debug"},
-                            EvsLog());
+    auto p = ChildProcess::Start({DaemonBinary(), "--root", EvsRoot(), "--address", EvsSocket(),
+                                  "--config", "/dev/null", "--log-level", "debug"},
+                                 EvsLog());
     ASSERT_TRUE(p.ok()) << p.status().ToString();
     evs_ = std::move(*p);
     ASSERT_TRUE(WaitForSocket(EvsSocket(), evs_)) << Tail(EvsLog());
@@ -230,7 +256,7 @@ TEST_F(ContainerdWithEvs, APulledImageRunsAndFilesRemovedInUpperLayersStayHidden
   EXPECT_EQ(out, "hello from layer 2\ndata:\nkept.txt\nopaque:\nnew.txt\ntop\n");
   // Three layers were converted and are mounted read-only, one per layer.
   EXPECT_EQ(Sh("ls " + Quote(EvsRoot() + "/layers/sha256") + " | wc -l").stdout_data, "3\n");
-  EXPECT_EQ(Sh("grep -c ' " + EvsRoot() + "/m/' /proc/self/mountinfo").stdout_data, "3\n");
+  EXPECT_EQ(Sh("grep -cE ' " + EvsRoot() + "/m/[0-9]+ ' /proc/self/mountinfo").stdout_data, "3\n");
   // containerd sees the committed chain through evs.
   std::string snapshots = Ctr("snapshots --snapshotter evs ls");
   EXPECT_EQ(std::count(snapshots.begin(), snapshots.end(), '\n'), 4) << snapshots;  // + header
@@ -328,6 +354,35 @@ TEST_F(ContainerdWithEvs, ARunningContainerKeepsReadingItsFilesAcrossDaemonResta
   }
   ASSERT_TRUE(reached);
   EXPECT_EQ(Run(ref, "after", "cat /top.txt"), "top\n");
+}
+
+TEST_F(ContainerdWithEvs, ACorruptedByteInAStoredLayerFailsReadsOfThatFileAndIsLogged) {
+  LayerSpec base;
+  base.busybox = true;
+  base.files = {{"big.bin", std::string(256 * 1024, 'Z')}, {"small.txt", "intact\n"}};
+  std::string ref = PushImage("corrupt", {base});
+  Pull(ref);
+  // Flip one byte inside big.bin's data in the stored layer file.
+  std::string image = Sh("ls " + Quote(EvsRoot()) + "/layers/sha256/*/layer.erofs").stdout_data;
+  while (!image.empty() && image.back() == '\n') image.pop_back();
+  std::string bytes = ReadFileOrDie(image);
+  size_t at = bytes.find(std::string(4096, 'Z'));
+  ASSERT_NE(at, std::string::npos);
+  ShOk("printf 'Y' | dd of=" + Quote(image) + " bs=1 seek=" + std::to_string(at + 7) +
+       " conv=notrunc status=none && sync && echo 3 > /proc/sys/vm/drop_caches");
+  std::string out =
+      Sh(CtrCommand("run --rm --snapshotter evs " + ref + " c-corrupt /bin/sh -c " +
+                    Quote("cat /small.txt; cat /big.bin > /dev/null || echo READ-FAILED")) +
+         " 2>&1")
+          .stdout_data;
+  EXPECT_NE(out.find("intact"), std::string::npos) << out;
+  EXPECT_NE(out.find("Input/output error"), std::string::npos) << out;
+  EXPECT_NE(out.find("READ-FAILED"), std::string::npos) << out;
+  std::string log = ReadFileOrDie(EvsLog());
+  std::string layer_hex = Basename(Dirname(image));
+  EXPECT_NE(log.find("verified read failed"), std::string::npos);
+  EXPECT_NE(log.find("layer sha256:" + layer_hex), std::string::npos) << Tail(EvsLog());
+  EXPECT_NE(log.find("data block"), std::string::npos) << Tail(EvsLog());
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include "config.h"
 #include "evs/common/log.h"
 #include "evs/snapshot/snapshotter.h"
+#include "evs/snapshot/verified_layer_process.h"
 #include "listen_socket.h"
 #include "snapshots_service.h"
 
@@ -27,6 +28,18 @@ namespace {
 constexpr int kMaxMessageBytes = 16 << 20;
 
 int Run(int argc, char** argv) {
+  // The daemon re-executes itself to serve each layer in userspace
+  // verification mode (evs/snapshot/verified_layer_process.h).
+  if (argc > 1 && std::string(argv[1]) == evs::snapshot::kServeVerifiedLayerCommand) {
+    auto args =
+        evs::snapshot::ParseVerifiedLayerArgv(std::vector<std::string>(argv + 1, argv + argc));
+    if (!args.ok()) {
+      std::fprintf(stderr, "containerd-evs-grpc: %s\n", args.status().message().c_str());
+      return 2;
+    }
+    return evs::snapshot::ServeVerifiedLayer(*args, 3);
+  }
+
   // Signals are taken by sigwait() in this thread; block them before any
   // other thread (gRPC's) exists so none of those receives them.
   sigset_t signals;
@@ -54,6 +67,7 @@ int Run(int argc, char** argv) {
   evs::snapshot::SnapshotterOptions options;
   options.root = config->root;
   options.verity = config->verity;
+  options.verifier_command = {"/proc/self/exe"};
   auto sn = evs::snapshot::Snapshotter::Open(options);
   if (!sn.ok()) {
     EVS_LOG(kError) << "cannot open the snapshotter" << evs::Kv("error", sn.status().ToString());

@@ -1,5 +1,6 @@
 // containerd-evs-grpc as containerd sees it: a process serving the
 // snapshots API on a unix socket. Each test starts the real binary.
+#include <dirent.h>
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -8,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <thread>
 
 #include "containerd/services/snapshots/v1/snapshots.grpc.pb.h"
@@ -21,6 +23,31 @@ namespace v1 = ::containerd::services::snapshots::v1;
 using evs::testing::ReadFileOrDie;
 using evs::testing::TempDir;
 
+// Stops verifier processes (serve-verified-layer) whose arguments name a
+// path under `dir`: a daemon killed with SIGKILL leaves them serving, by
+// design, and a test must not leave them behind.
+void StopVerifiersUnder(const std::string& dir) {
+  std::vector<pid_t> pids;
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) return;
+  while (struct dirent* e = ::readdir(proc)) {
+    pid_t pid = static_cast<pid_t>(std::atoi(e->d_name));
+    if (pid <= 1) continue;
+    std::ifstream in(std::string("/proc/") + e->d_name + "/cmdline");
+    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (cmdline.find(std::string("serve-verified-layer") + '\0') != std::string::npos &&
+        cmdline.find(dir + "/") != std::string::npos) {
+      pids.push_back(pid);
+    }
+  }
+  ::closedir(proc);
+  for (pid_t pid : pids) ::kill(pid, SIGTERM);
+  for (pid_t pid : pids) {
+    for (int i = 0; i < 500 && ::kill(pid, 0) == 0; ++i) ::usleep(10000);
+    ::kill(pid, SIGKILL);
+  }
+}
+
 std::string DaemonBinary() { return evs::testing::BuildDir() + "/plugin/containerd-evs-grpc"; }
 
 // One daemon process; SIGKILLed on destruction if still running.
@@ -29,9 +56,8 @@ class Daemon {
   Daemon(const std::string& root, const std::string& socket, const std::string& log,
          std::vector<std::string> extra = {})
       : socket_(socket), log_(log) {
-    std::vector<std::string> args = {DaemonBinary(), "--root",   root,       "--address",
-                                     socket,         "--verity", "off",      "--log-level",
-                                     "debug",        "--config", "/dev/null"};
+    std::vector<std::string> args = {DaemonBinary(), "--root", root,       "--address", socket,
+                                     "--log-level",  "debug",  "--config", "/dev/null"};
     args.insert(args.end(), extra.begin(), extra.end());
     pid_ = ::fork();
     if (pid_ == 0) {
@@ -47,6 +73,10 @@ class Daemon {
   }
   ~Daemon() {
     if (pid_ > 0 && !exited_) {
+      // Gracefully, so that it stops the verifier processes it started.
+      ::kill(pid_, SIGTERM);
+      int status;
+      for (int i = 0; i < 6000 && ::waitpid(pid_, &status, WNOHANG) == 0; ++i) ::usleep(10000);
       ::kill(pid_, SIGKILL);
       ::waitpid(pid_, nullptr, 0);
     }
@@ -127,6 +157,7 @@ class DaemonTest : public ::testing::Test {
     EXPECT_TRUE(d->WaitReady()) << ReadFileOrDie(log());
     return d;
   }
+  void TearDown() override { StopVerifiersUnder(dir_.path()); }
   std::string root() const { return dir_.Join("root"); }
   std::string socket() const { return dir_.Join("run/evs.sock"); }
   std::string log() const { return dir_.Join("daemon.log"); }

@@ -1,9 +1,15 @@
 #include "evs/snapshot/layer_mounter.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -14,6 +20,7 @@
 #include "evs/common/digest.h"
 #include "evs/common/file.h"
 #include "evs/common/log.h"
+#include "evs/snapshot/verified_layer_process.h"
 #include "evs/verity/dm_verity.h"
 #include "evs/verity/format.h"
 #include "evs/verity/verified_block_file.h"
@@ -69,7 +76,36 @@ LayerMounter::Mounted::Mounted(Mounted&&) noexcept = default;
 LayerMounter::Mounted& LayerMounter::Mounted::operator=(Mounted&&) noexcept = default;
 LayerMounter::Mounted::~Mounted() = default;
 
+namespace {
+
+// Waits up to `ms` for the process behind `pidfd` to exit.
+bool WaitExit(int pidfd, int ms) {
+  struct pollfd p = {pidfd, POLLIN, 0};
+  return ::poll(&p, 1, ms) == 1;
+}
+
+UniqueFd PidFd(pid_t pid) { return UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0))); }
+
+extern "C" char** environ;
+
+}  // namespace
+
 Status LayerMounter::Mounted::Unmount() {
+  if (verifier > 0) {
+    // The process unmounts and exits; it keeps serving (and we give up
+    // waiting) only while an overlay still reads the layer.
+    if (::kill(verifier, SIGTERM) != 0 && errno != ESRCH) {
+      return ErrnoError(errno, StrCat("signal the verifier of ", target));
+    }
+    bool exited = !verifier_fd.valid() || WaitExit(verifier_fd.get(), 10000);
+    ::waitpid(verifier, nullptr, WNOHANG);  // reap it when it is our child
+    if (!exited) {
+      return FailedPreconditionError(target, ": still in use; its verifier keeps serving it");
+    }
+    verifier = -1;
+    verifier_fd.Reset();
+    return OkStatus();
+  }
   if (fuse) {
     EVS_RETURN_IF_ERROR(fuse->Unmount());
     fuse.reset();
@@ -82,6 +118,8 @@ Status LayerMounter::Mounted::Unmount() {
 }
 
 void LayerMounter::Mounted::Release() {
+  verifier = -1;  // it keeps serving on its own
+  verifier_fd.Reset();
   // Deliberately not destroyed: their destructors would unmount. In
   // userspace mode the FUSE connection still ends with this process.
   (void)fuse.release();
@@ -124,6 +162,7 @@ Result<std::unique_ptr<LayerMounter>> LayerMounter::Create(const LayerMounterOpt
   EVS_RETURN_IF_ERROR(MakeDirs(m->mount_dir_, 0700));
 
   m->threads_ = options.userspace_threads;
+  m->verifier_command_ = options.verifier_command;
   // Resolve the verification mode (DESIGN.md §5): auto is kernel where
   // device-mapper works, else userspace; never off by itself.
   auto open_dm = [&]() -> Status {
@@ -207,11 +246,18 @@ std::string LayerMounter::VerifiedFilePath(int64_t layer_id) const {
 Status LayerMounter::Mount(const LayerRecord& layer, const std::string& image_path) {
   if (IsMounted(layer.id)) return OkStatus();
   std::string target = MountPath(layer.id);
+  Mounted mounted;
+  mounted.target = target;
+  if (Adopt(layer.id, &mounted)) {
+    EVS_LOG(kInfo) << "adopted a layer its verifier process still serves"
+                   << Kv("layer", layer.digest) << Kv("pid", mounted.verifier);
+    mounts_[layer.id] = std::move(mounted);
+    return OkStatus();
+  }
+  EVS_RETURN_IF_ERROR(ClearStale(layer.id));
   if (::mkdir(target.c_str(), 0755) != 0 && errno != EEXIST) {
     return ErrnoError(errno, StrCat("layer ", layer.digest, ": mkdir ", target));
   }
-  Mounted mounted;
-  mounted.target = target;
   Status status = [&]() -> Status {
     switch (verity_) {
       case VerityMode::kOff: {
@@ -228,6 +274,10 @@ Status LayerMounter::Mount(const LayerRecord& layer, const std::string& image_pa
       case VerityMode::kUserspace:
       case VerityMode::kAuto: {
         EVS_ASSIGN_OR_RETURN(verity::VerityDescriptor d, DescriptorOf(layer));
+        if (!verifier_command_.empty()) {
+          return MountWithVerifierProcess(layer, image_path, d.hash_offset, d.root_digest,
+                                          &mounted);
+        }
         verity::VerifiedBlockFileOptions options;
         options.threads = threads_;
         options.tree.layer_name = StrCat("layer ", layer.digest);
@@ -257,6 +307,7 @@ Status LayerMounter::Unmount(int64_t layer_id) {
   EVS_RETURN_IF_ERROR(it->second.Unmount());
   std::string target = MountPath(layer_id);
   mounts_.erase(it);
+  ::unlink(PidFilePath(layer_id).c_str());
   if (::rmdir(target.c_str()) != 0 && errno != ENOENT) {
     return ErrnoError(errno, StrCat("rmdir ", target));
   }
@@ -342,6 +393,103 @@ Result<int> LayerMounter::ReleaseForShutdown() {
   return left;
 }
 
+std::string LayerMounter::PidFilePath(int64_t layer_id) const {
+  return JoinPath(mount_dir_, StrCat(layer_id, ".pid"));
+}
+
+Status LayerMounter::MountWithVerifierProcess(const LayerRecord& layer,
+                                              const std::string& image_path, uint64_t hash_offset,
+                                              const Digest& root, Mounted* mounted) {
+  VerifiedLayerArgs args;
+  args.layer_file = image_path;
+  args.hash_offset = hash_offset;
+  args.root_digest = root.ToString();
+  args.fuse_file = VerifiedFilePath(layer.id);
+  args.target = MountPath(layer.id);
+  args.name = StrCat("layer ", layer.digest);
+  args.threads = threads_;
+  std::vector<std::string> argv = verifier_command_;
+  for (std::string& a : VerifiedLayerArgv(args)) argv.push_back(std::move(a));
+
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return ErrnoError(errno, "pipe for the verifier");
+  UniqueFd read_end(pipe_fds[0]);
+  UniqueFd write_end(pipe_fds[1]);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  // The status pipe becomes fd 3 (dup2 clears close-on-exec).
+  posix_spawn_file_actions_adddup2(&actions, write_end.get(), 3);
+  std::vector<char*> cargv;
+  for (std::string& a : argv) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+  pid_t pid = -1;
+  int rc = ::posix_spawn(&pid, cargv[0], &actions, nullptr, cargv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  write_end.Reset();
+  if (rc != 0) return ErrnoError(rc, StrCat("start the verifier ", argv[0]));
+  std::string status;
+  char buf[512];
+  for (;;) {
+    ssize_t n = ::read(read_end.get(), buf, sizeof buf);
+    if (n > 0) {
+      status.append(buf, static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    break;
+  }
+  if (status != "ok\n") {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    while (!status.empty() && status.back() == '\n') status.pop_back();
+    return InternalError("verifier process: ", status.empty() ? "exited without a status" : status);
+  }
+  mounted->verifier = pid;
+  mounted->verifier_fd = PidFd(pid);
+  (void)WriteFileAtomic(PidFilePath(layer.id), StrCat(pid, "\n"));
+  return OkStatus();
+}
+
+bool LayerMounter::Adopt(int64_t layer_id, Mounted* mounted) {
+  if (verity_ != VerityMode::kUserspace || verifier_command_.empty()) return false;
+  std::string target = MountPath(layer_id);
+  if (!IsMountPoint(target)) return false;
+  auto text = ReadFileToString(PidFilePath(layer_id), 64);
+  if (!text.ok()) return false;
+  pid_t pid = static_cast<pid_t>(std::atoi(text->c_str()));
+  if (pid <= 1) return false;
+  // The process must be a verifier serving this very mount point.
+  auto cmdline = ReadFileToString(StrCat("/proc/", pid, "/cmdline"), 1 << 16);
+  if (!cmdline.ok()) return false;
+  std::string want = std::string(kServeVerifiedLayerCommand) + '\0';
+  if (cmdline->find(want) == std::string::npos ||
+      cmdline->find('\0' + target + '\0') == std::string::npos) {
+    return false;
+  }
+  // Its FUSE connection must be alive: a dead one answers ENOTCONN.
+  struct stat st;
+  if (::stat(VerifiedFilePath(layer_id).c_str(), &st) != 0) return false;
+  UniqueFd pidfd = PidFd(pid);
+  if (!pidfd.valid()) return false;
+  if (::stat(target.c_str(), &st) == 0) {
+    mounted->device = StrCat(major(st.st_dev), ":", minor(st.st_dev));
+  }
+  mounted->verifier = pid;
+  mounted->verifier_fd = std::move(pidfd);
+  return true;
+}
+
+Status LayerMounter::ClearStale(int64_t layer_id) {
+  for (const std::string& path : {MountPath(layer_id), VerifiedFilePath(layer_id)}) {
+    for (int stacked = 0; stacked < 64 && IsMountPoint(path); ++stacked) {
+      EVS_RETURN_IF_ERROR(evs::Unmount(path, /*detach=*/true));
+    }
+  }
+  ::unlink(VerifiedFilePath(layer_id).c_str());
+  ::unlink(PidFilePath(layer_id).c_str());
+  return OkStatus();
+}
+
 Result<int> LayerMounter::RemoveStale() {
   DIR* d = ::opendir(mount_dir_.c_str());
   if (d == nullptr) return ErrnoError(errno, StrCat("opendir ", mount_dir_));
@@ -359,6 +507,20 @@ Result<int> LayerMounter::RemoveStale() {
         end != nullptr && end != n.c_str() && (*end == '\0' || std::string_view(end) == ".verity");
     if (ours && IsMounted(id)) continue;
     std::string path = JoinPath(mount_dir_, n);
+    if (ours && std::string_view(end) == ".pid") {
+      // A verifier process serving a layer nothing needs: ask it to stop
+      // (it unmounts and exits once no container reads the layer).
+      auto text = ReadFileToString(path, 64);
+      pid_t pid = text.ok() ? static_cast<pid_t>(std::atoi(text->c_str())) : 0;
+      auto cmdline = ReadFileToString(StrCat("/proc/", pid, "/cmdline"), 1 << 16);
+      if (pid > 1 && cmdline.ok() &&
+          cmdline->find(std::string(kServeVerifiedLayerCommand) + '\0') != std::string::npos &&
+          cmdline->find('\0' + MountPath(id) + '\0') != std::string::npos) {
+        ::kill(pid, SIGTERM);
+        UniqueFd pidfd = PidFd(pid);
+        if (pidfd.valid()) WaitExit(pidfd.get(), 10000);
+      }
+    }
     // A daemon that was killed left its mounts; detach them (containers
     // that use them hold their own clones).
     for (int stacked = 0; stacked < 64 && IsMountPoint(path); ++stacked) {

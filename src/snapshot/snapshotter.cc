@@ -123,6 +123,7 @@ Result<std::unique_ptr<Snapshotter>> Snapshotter::Open(const SnapshotterOptions&
     mo.mount_dir = JoinPath(root, "m");
     mo.scratch_dir = empty;
     mo.verity = options.verity;
+    mo.verifier_command = options.verifier_command;
     EVS_ASSIGN_OR_RETURN(s->mounter_, LayerMounter::Create(mo, probe.image_path()));
   }
   // containerd's overlay snapshotter adds index=off when the kernel has the
@@ -556,9 +557,6 @@ Status Snapshotter::Reconcile(bool at_start) {
   auto start = std::chrono::steady_clock::now();
   ReconcileReport report;
 
-  // 0. Mounts under m/ that this process did not make (a killed daemon's).
-  EVS_ASSIGN_OR_RETURN(report.stale_mounts_removed, mounter_->RemoveStale());
-
   std::set<int64_t> live_dirs;  // snapshot ids whose directory must stay
   std::map<int64_t, int64_t> layer_refs;
   EVS_RETURN_IF_ERROR(store_->ForEachSnapshot([&](const SnapshotRecord& r) {
@@ -649,6 +647,11 @@ Status Snapshotter::Reconcile(bool at_start) {
     }
     ++report.layers_mounted;
   }
+  // 4. Whatever else is under m/: mounts (and verifier processes) of layers
+  //    nothing references, left by a daemon that was killed. Done after the
+  //    mounts above so that layers still served by a verifier process of an
+  //    earlier daemon were adopted, not torn down.
+  EVS_ASSIGN_OR_RETURN(report.stale_mounts_removed, mounter_->RemoveStale());
 
   bool changed = report.snapshot_dirs_removed || report.layer_dirs_removed ||
                  report.layers_removed || report.staging_removed || report.stale_mounts_removed ||

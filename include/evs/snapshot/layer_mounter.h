@@ -15,13 +15,18 @@
 // Not thread-safe: the snapshotter serialises calls.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <set>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include "evs/common/digest.h"
+#include "evs/common/fd.h"
 #include "evs/common/mount.h"
 #include "evs/common/status.h"
 #include "evs/snapshot/metadata_store.h"
@@ -51,6 +56,12 @@ struct LayerMounterOptions {
   // file; two keep a local disk busy without a thread pile-up at 100+
   // layers).
   int userspace_threads = 2;
+  // Userspace mode: when set, each layer is served by a process of its own
+  // started as `verifier_command… serve-verified-layer …`
+  // (verified_layer_process.h), which outlives a daemon restart; a new
+  // daemon adopts the layers such processes still serve. Empty: served by
+  // threads of this process (tests), ending with it.
+  std::vector<std::string> verifier_command;
 };
 
 class LayerMounter {
@@ -117,12 +128,25 @@ class LayerMounter {
     std::unique_ptr<verity::DmVerityErofsMount> kernel;  // kernel
     std::string target;
     std::string device;  // "major:minor" of the mounted EROFS
+    // Userspace mode with a verifier process: its pid and a pidfd to wait
+    // for its exit (it may not be our child: adopted after a restart).
+    pid_t verifier = -1;
+    UniqueFd verifier_fd;
   };
+  Status MountWithVerifierProcess(const LayerRecord& layer, const std::string& image_path,
+                                  uint64_t hash_offset, const Digest& root, Mounted* mounted);
+  // Takes over m/<id> when a live verifier process from an earlier daemon
+  // still serves it; false when there is nothing to adopt.
+  bool Adopt(int64_t layer_id, Mounted* mounted);
+  // Unmounts whatever an earlier daemon left at m/<id> and m/<id>.verity.
+  Status ClearStale(int64_t layer_id);
+  std::string PidFilePath(int64_t layer_id) const;
   std::set<int64_t> LayersInUse() const;
   std::string mount_dir_;
   VerityMode verity_ = VerityMode::kOff;
   BackingMode backing_ = BackingMode::kFile;
   int threads_ = 2;
+  std::vector<std::string> verifier_command_;
   std::map<int64_t, Mounted> mounts_;
   std::unique_ptr<verity::DeviceMapper> dm_;
   std::unique_ptr<verity::DmVerityDevices> dm_devices_;

@@ -61,6 +61,11 @@ struct SnapshotterOptions {
   VerityMode verity = VerityMode::kAuto;
   // Optional; not owned; must outlive the snapshotter.
   RemoteLayerSource* remote = nullptr;
+  // Userspace verification: serve each layer from a process of its own,
+  // started as this command followed by `serve-verified-layer …`, so layers
+  // under running containers survive a daemon restart (LayerMounterOptions).
+  // The daemon sets {"/proc/self/exe"}; empty serves from this process.
+  std::vector<std::string> verifier_command;
 };
 
 class Snapshotter {
