@@ -232,7 +232,12 @@ VerifiedBlockFile::~VerifiedBlockFile() {
     }
   }
   s.StopWorkers();
-  if (s.session != nullptr) fuse_session_destroy(s.session);
+  if (s.session != nullptr) {
+    // Closes /dev/fuse (which ends the connection if it is still alive) and
+    // frees libfuse's copy of the mount point; it finds the mount gone.
+    fuse_session_unmount(s.session);
+    fuse_session_destroy(s.session);
+  }
 }
 
 Result<std::unique_ptr<VerifiedBlockFile>> VerifiedBlockFile::Mount(
@@ -268,6 +273,7 @@ Result<std::unique_ptr<VerifiedBlockFile>> VerifiedBlockFile::Mount(
   const char* argv[] = {"evs-verity", opts.c_str()};
   fuse_args args = FUSE_ARGS_INIT(2, const_cast<char**>(argv));
   s.session = fuse_session_new(&args, &kOps, sizeof kOps, &s);
+  fuse_opt_free_args(&args);  // option parsing may have copied them
   if (s.session == nullptr) {
     return InternalError("fuse_session_new for ", mount_path, " failed (options ", opts, ")");
   }
