@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <fstream>
 #include <thread>
 
@@ -414,6 +415,63 @@ TEST_F(DaemonTest, KillNineDuringAConversionLeavesNothingHalfMadeAndTheCommitCan
             root() + "/layers/sha256:\n\n" + root() + "/layers/tmp:\n");
   EXPECT_NE(ReadFileOrDie(log()).find("staging_removed=1"), std::string::npos);
   ASSERT_TRUE(Commit(c2.get(), "big-c", "big").ok());
+}
+
+TEST_F(DaemonTest, ThirtyTwoConcurrentClientStreamsNeitherDeadlockNorLeak) {
+  auto d = Start();
+  constexpr int kStreams = 32;
+  constexpr int kRounds = 2;
+  {
+    auto c = d->Client();
+    v1::PrepareSnapshotResponse p;
+    ASSERT_TRUE(Prepare(c.get(), "base", "", &p).ok());
+    evs::testing::WriteFile(UpperDir(p) + "/base", "b");
+    ASSERT_TRUE(Commit(c.get(), "base-c", "base").ok());
+  }
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kStreams; ++t) {
+    threads.emplace_back([&, t] {
+      auto c = d->Client();  // a connection per stream, like separate clients
+      for (int r = 0; r < kRounds; ++r) {
+        std::string key = StrCat("s", t, "-", r);
+        v1::PrepareSnapshotResponse p;
+        grpc::Status s = Prepare(c.get(), key, "base-c", &p);
+        if (!s.ok()) {
+          ++failures;
+          continue;
+        }
+        evs::testing::WriteFile(UpperDir(p) + "/f", key);
+        if (!Commit(c.get(), key + "-c", key).ok()) ++failures;
+        grpc::ClientContext ctx;
+        v1::RemoveSnapshotRequest req;
+        req.set_key(key + "-c");
+        google::protobuf::Empty resp;
+        if (!c->Remove(&ctx, req, &resp).ok()) ++failures;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  // Only the base layer is left: one layer directory, one mount point, one
+  // snapshot; no staging, no upper directories.
+  EXPECT_EQ(evs::testing::Sh("ls -A '" + root() + "/layers/sha256' | wc -l").stdout_data, "1\n");
+  EXPECT_EQ(evs::testing::Sh("ls -A '" + root() + "/layers/tmp' '" + root() +
+                             "/snapshots' | "
+                             "grep -v : | grep -c .")
+                .stdout_data,
+            "0\n");
+  EXPECT_EQ(evs::testing::Sh("ls '" + root() + "/m' | grep -cE '^[0-9]+$'").stdout_data, "1\n");
+  auto c = d->Client();
+  grpc::ClientContext ctx;
+  v1::ListSnapshotsRequest req;
+  auto reader = c->List(&ctx, req);
+  v1::ListSnapshotsResponse resp;
+  int n = 0;
+  while (reader->Read(&resp)) n += resp.info_size();
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(n, 1);
+  EXPECT_EQ(WEXITSTATUS(d->Stop()), 0);
 }
 
 }  // namespace
