@@ -60,6 +60,8 @@ Status ApplyToml(const std::string& toml_text, const std::string& origin, Daemon
     } else if (k == "log_level") {
       EVS_ASSIGN_OR_RETURN(std::string v, StringKey(node, origin, k));
       EVS_RETURN_IF_ERROR(SetLogLevel(v, origin, config));
+    } else if (k == "metrics_address") {
+      EVS_ASSIGN_OR_RETURN(config->metrics_address, StringKey(node, origin, k));
     } else if (k == "shutdown_timeout_seconds") {
       auto v = node.value<int64_t>();
       if (!v || *v < 0 || *v > 3600) {
@@ -81,7 +83,7 @@ Result<DaemonConfig> LoadDaemonConfig(int argc, const char* const* argv, int* ex
       "containerd-evs-grpc"};
   app.set_version_flag("--version", "containerd-evs-grpc 0.1.0");
   std::string config_path = kDefaultConfigPath;
-  std::string root, address, verity, log_level;
+  std::string root, address, verity, log_level, metrics_address;
   int shutdown_timeout = 0;
   auto* config_opt =
       app.add_option("--config", config_path, "TOML configuration file")->capture_default_str();
@@ -95,6 +97,9 @@ Result<DaemonConfig> LoadDaemonConfig(int argc, const char* const* argv, int* ex
   auto* timeout_opt = app.add_option("--shutdown-timeout-seconds", shutdown_timeout,
                                      "grace period for in-flight calls on SIGTERM "
                                      "(key: shutdown_timeout_seconds)");
+  auto* metrics_opt = app.add_option("--metrics-address", metrics_address,
+                                     "host:port for Prometheus metrics, \"\" = off "
+                                     "(key: metrics_address)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {
@@ -116,6 +121,7 @@ Result<DaemonConfig> LoadDaemonConfig(int argc, const char* const* argv, int* ex
     config.config_path = config_path;
   }
   if (root_opt->count()) config.root = root;
+  if (metrics_opt->count()) config.metrics_address = metrics_address;
   if (address_opt->count()) config.address = address;
   if (verity_opt->count()) EVS_RETURN_IF_ERROR(SetVerity(verity, "--verity", &config));
   if (log_opt->count()) EVS_RETURN_IF_ERROR(SetLogLevel(log_level, "--log-level", &config));

@@ -27,6 +27,9 @@ struct DaemonConfig {
   // On SIGTERM: seconds to let in-flight calls finish before they are
   // cancelled.
   int shutdown_timeout_seconds = 30;
+  // Prometheus metrics at http://<metrics_address>/metrics; "" = off.
+  // Keep it on a local address ("127.0.0.1:9650").
+  std::string metrics_address;
   // The file this configuration was read from, "" when none was.
   std::string config_path;
 };

@@ -14,18 +14,46 @@
 
 #include <chrono>
 #include <cstdio>
+#include <sstream>
 
 #include "config.h"
 #include "evs/common/log.h"
 #include "evs/snapshot/snapshotter.h"
 #include "evs/snapshot/verified_layer_process.h"
 #include "listen_socket.h"
+#include "metrics.h"
 #include "snapshots_service.h"
 
 namespace {
 
 // containerd's default gRPC message limit (defaults.DefaultMaxRecvMsgSize).
 constexpr int kMaxMessageBytes = 16 << 20;
+
+// The snapshotter's figures in Prometheus text format.
+std::string RenderSnapshotterMetrics(evs::snapshot::Snapshotter* sn) {
+  auto stats = sn->GetStats();
+  if (!stats.ok()) return "";
+  std::ostringstream out;
+  out << "# HELP evs_snapshots Snapshots by kind.\n# TYPE evs_snapshots gauge\n"
+      << "evs_snapshots{kind=\"active\"} " << stats->active << "\n"
+      << "evs_snapshots{kind=\"view\"} " << stats->views << "\n"
+      << "evs_snapshots{kind=\"committed\"} " << stats->committed << "\n"
+      << "# HELP evs_layers Layer images stored (identical layers once).\n"
+      << "# TYPE evs_layers gauge\nevs_layers " << stats->layers << "\n"
+      << "# HELP evs_layer_bytes Allocated bytes of the stored layer images.\n"
+      << "# TYPE evs_layer_bytes gauge\nevs_layer_bytes " << stats->layer_bytes << "\n"
+      << "# HELP evs_layer_mounts Layers mounted read-only (and verified).\n"
+      << "# TYPE evs_layer_mounts gauge\nevs_layer_mounts " << stats->layers_mounted << "\n"
+      << "# HELP evs_commits_total Commits since start (upper directory to layer image).\n"
+      << "# TYPE evs_commits_total counter\nevs_commits_total " << stats->commits << "\n"
+      << "# HELP evs_layers_shared_total Commits whose layer was already stored.\n"
+      << "# TYPE evs_layers_shared_total counter\nevs_layers_shared_total " << stats->layers_shared
+      << "\n"
+      << "# HELP evs_convert_seconds_total Time spent building layer images.\n"
+      << "# TYPE evs_convert_seconds_total counter\nevs_convert_seconds_total "
+      << stats->convert_seconds << "\n";
+  return out.str();
+}
 
 int Run(int argc, char** argv) {
   // The daemon re-executes itself to serve each layer in userspace
@@ -80,7 +108,21 @@ int Run(int argc, char** argv) {
     return 1;
   }
 
-  evs::plugin::SnapshotsService service(sn->get());
+  evs::plugin::CallMetrics call_metrics;
+  std::unique_ptr<evs::plugin::MetricsServer> metrics_server;
+  if (!config->metrics_address.empty()) {
+    evs::snapshot::Snapshotter* snapshotter = sn->get();
+    auto started = evs::plugin::MetricsServer::Start(config->metrics_address, [&, snapshotter] {
+      return call_metrics.Render() + RenderSnapshotterMetrics(snapshotter);
+    });
+    if (!started.ok()) {
+      EVS_LOG(kError) << "cannot serve metrics" << evs::Kv("error", started.status().ToString());
+      return 1;
+    }
+    metrics_server = std::move(*started);
+    EVS_LOG(kInfo) << "metrics" << evs::Kv("url", "http://" + config->metrics_address + "/metrics");
+  }
+  evs::plugin::SnapshotsService service(sn->get(), &call_metrics);
   grpc::ServerBuilder builder;
   builder.AddListeningPort("unix:" + config->address, grpc::InsecureServerCredentials());
   builder.RegisterService(&service);
@@ -111,6 +153,7 @@ int Run(int argc, char** argv) {
   // cancels what is left.
   server->Shutdown(deadline);
   server->Wait();
+  metrics_server.reset();
   EVS_LOG(kDebug) << "no calls in flight";
   evs::Status closed = (*sn)->Close();
   sn->reset();

@@ -52,12 +52,13 @@ void ToProto(const Info& info, snapshotsv1::Info* out) {
 // Logs one call and converts its status.
 class CallLog {
  public:
-  CallLog(const char* method, const std::string& key)
-      : method_(method), key_(key), start_(std::chrono::steady_clock::now()) {}
+  CallLog(const char* method, const std::string& key, CallMetrics* metrics)
+      : method_(method), key_(key), metrics_(metrics), start_(std::chrono::steady_clock::now()) {}
   grpc::Status Done(const Status& status) {
     auto us = std::chrono::duration_cast<std::chrono::microseconds>(
                   std::chrono::steady_clock::now() - start_)
                   .count();
+    if (metrics_ != nullptr) metrics_->Record(method_, status.code(), us / 1e6);
     bool expected =
         status.ok() || status.code() == Code::kNotFound || status.code() == Code::kAlreadyExists;
     if (expected) {
@@ -73,6 +74,7 @@ class CallLog {
  private:
   const char* method_;
   const std::string& key_;
+  CallMetrics* metrics_;
   std::chrono::steady_clock::time_point start_;
 };
 
@@ -81,7 +83,7 @@ class CallLog {
 grpc::Status SnapshotsService::Prepare(grpc::ServerContext*,
                                        const snapshotsv1::PrepareSnapshotRequest* req,
                                        snapshotsv1::PrepareSnapshotResponse* resp) {
-  CallLog log("Prepare", req->key());
+  CallLog log("Prepare", req->key(), metrics_);
   auto mounts = sn_->Prepare(req->key(), req->parent(), FromProto(req->labels()));
   if (!mounts.ok()) return log.Done(mounts.status());
   ToProto(*mounts, resp->mutable_mounts());
@@ -91,7 +93,7 @@ grpc::Status SnapshotsService::Prepare(grpc::ServerContext*,
 grpc::Status SnapshotsService::View(grpc::ServerContext*,
                                     const snapshotsv1::ViewSnapshotRequest* req,
                                     snapshotsv1::ViewSnapshotResponse* resp) {
-  CallLog log("View", req->key());
+  CallLog log("View", req->key(), metrics_);
   auto mounts = sn_->View(req->key(), req->parent(), FromProto(req->labels()));
   if (!mounts.ok()) return log.Done(mounts.status());
   ToProto(*mounts, resp->mutable_mounts());
@@ -100,7 +102,7 @@ grpc::Status SnapshotsService::View(grpc::ServerContext*,
 
 grpc::Status SnapshotsService::Mounts(grpc::ServerContext*, const snapshotsv1::MountsRequest* req,
                                       snapshotsv1::MountsResponse* resp) {
-  CallLog log("Mounts", req->key());
+  CallLog log("Mounts", req->key(), metrics_);
   auto mounts = sn_->Mounts(req->key());
   if (!mounts.ok()) return log.Done(mounts.status());
   ToProto(*mounts, resp->mutable_mounts());
@@ -110,21 +112,21 @@ grpc::Status SnapshotsService::Mounts(grpc::ServerContext*, const snapshotsv1::M
 grpc::Status SnapshotsService::Commit(grpc::ServerContext*,
                                       const snapshotsv1::CommitSnapshotRequest* req,
                                       google::protobuf::Empty*) {
-  CallLog log("Commit", req->key());
+  CallLog log("Commit", req->key(), metrics_);
   return log.Done(sn_->Commit(req->name(), req->key(), FromProto(req->labels())));
 }
 
 grpc::Status SnapshotsService::Remove(grpc::ServerContext*,
                                       const snapshotsv1::RemoveSnapshotRequest* req,
                                       google::protobuf::Empty*) {
-  CallLog log("Remove", req->key());
+  CallLog log("Remove", req->key(), metrics_);
   return log.Done(sn_->Remove(req->key()));
 }
 
 grpc::Status SnapshotsService::Stat(grpc::ServerContext*,
                                     const snapshotsv1::StatSnapshotRequest* req,
                                     snapshotsv1::StatSnapshotResponse* resp) {
-  CallLog log("Stat", req->key());
+  CallLog log("Stat", req->key(), metrics_);
   auto info = sn_->Stat(req->key());
   if (!info.ok()) return log.Done(info.status());
   ToProto(*info, resp->mutable_info());
@@ -134,7 +136,7 @@ grpc::Status SnapshotsService::Stat(grpc::ServerContext*,
 grpc::Status SnapshotsService::Update(grpc::ServerContext*,
                                       const snapshotsv1::UpdateSnapshotRequest* req,
                                       snapshotsv1::UpdateSnapshotResponse* resp) {
-  CallLog log("Update", req->info().name());
+  CallLog log("Update", req->info().name(), metrics_);
   Info info;
   info.name = req->info().name();
   info.labels = FromProto(req->info().labels());
@@ -150,7 +152,7 @@ grpc::Status SnapshotsService::List(
     grpc::ServerContext* ctx, const snapshotsv1::ListSnapshotsRequest* req,
     grpc::ServerWriter<snapshotsv1::ListSnapshotsResponse>* writer) {
   static const std::string kNoKey;
-  CallLog log("List", kNoKey);
+  CallLog log("List", kNoKey, metrics_);
   std::vector<std::string> filters(req->filters().begin(), req->filters().end());
   auto infos = sn_->List(filters);
   if (!infos.ok()) return log.Done(infos.status());
@@ -172,7 +174,7 @@ grpc::Status SnapshotsService::List(
 
 grpc::Status SnapshotsService::Usage(grpc::ServerContext*, const snapshotsv1::UsageRequest* req,
                                      snapshotsv1::UsageResponse* resp) {
-  CallLog log("Usage", req->key());
+  CallLog log("Usage", req->key(), metrics_);
   auto usage = sn_->GetUsage(req->key());
   if (!usage.ok()) return log.Done(usage.status());
   resp->set_size(usage->size);
@@ -183,7 +185,7 @@ grpc::Status SnapshotsService::Usage(grpc::ServerContext*, const snapshotsv1::Us
 grpc::Status SnapshotsService::Cleanup(grpc::ServerContext*, const snapshotsv1::CleanupRequest*,
                                        google::protobuf::Empty*) {
   static const std::string kNoKey;
-  CallLog log("Cleanup", kNoKey);
+  CallLog log("Cleanup", kNoKey, metrics_);
   return log.Done(sn_->Cleanup());
 }
 

@@ -7,6 +7,7 @@
 
 #include "containerd/services/snapshots/v1/snapshots.grpc.pb.h"
 #include "evs/snapshot/snapshotter.h"
+#include "metrics.h"
 
 namespace evs::plugin {
 
@@ -14,8 +15,10 @@ namespace snapshotsv1 = ::containerd::services::snapshots::v1;
 
 class SnapshotsService final : public snapshotsv1::Snapshots::Service {
  public:
-  // `snapshotter` is not owned and must outlive the service.
-  explicit SnapshotsService(snapshot::Snapshotter* snapshotter) : sn_(snapshotter) {}
+  // `snapshotter` and `metrics` (optional) are not owned and must outlive
+  // the service.
+  explicit SnapshotsService(snapshot::Snapshotter* snapshotter, CallMetrics* metrics = nullptr)
+      : sn_(snapshotter), metrics_(metrics) {}
 
   grpc::Status Prepare(grpc::ServerContext* ctx, const snapshotsv1::PrepareSnapshotRequest* req,
                        snapshotsv1::PrepareSnapshotResponse* resp) override;
@@ -40,6 +43,7 @@ class SnapshotsService final : public snapshotsv1::Snapshots::Service {
 
  private:
   snapshot::Snapshotter* sn_;
+  CallMetrics* metrics_;
 };
 
 }  // namespace evs::plugin

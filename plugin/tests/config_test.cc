@@ -39,7 +39,8 @@ TEST(DaemonConfig, TheFileSetsKeysAndFlagsOverrideThem) {
   TempDir dir;
   WriteFile(dir.Join("c.toml"),
             "root = \"/srv/evs\"\naddress = \"/tmp/x.sock\"\nverity = \"off\"\n"
-            "log_level = \"debug\"\nshutdown_timeout_seconds = 5\n");
+            "log_level = \"debug\"\nshutdown_timeout_seconds = 5\n"
+            "metrics_address = \"127.0.0.1:9650\"\n");
   auto c = Load({"--config", dir.Join("c.toml")});
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->root, "/srv/evs");
@@ -47,6 +48,7 @@ TEST(DaemonConfig, TheFileSetsKeysAndFlagsOverrideThem) {
   EXPECT_EQ(c->verity, snapshot::VerityMode::kOff);
   EXPECT_EQ(c->log_level, "debug");
   EXPECT_EQ(c->shutdown_timeout_seconds, 5);
+  EXPECT_EQ(c->metrics_address, "127.0.0.1:9650");
   EXPECT_EQ(c->config_path, dir.Join("c.toml"));
 
   auto f =
@@ -98,7 +100,8 @@ TEST(DaemonConfig, TheExampleConfigIsValidAndDocumentsEveryKey) {
   auto c = Load({"--config", example});
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   std::string text = evs::testing::ReadFileOrDie(example);
-  for (const char* key : {"root", "address", "verity", "log_level", "shutdown_timeout_seconds"}) {
+  for (const char* key :
+       {"root", "address", "verity", "log_level", "shutdown_timeout_seconds", "metrics_address"}) {
     EXPECT_NE(text.find(std::string("# ") + key), std::string::npos)
         << key << " is not documented in config.example.toml";
   }

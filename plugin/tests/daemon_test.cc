@@ -417,6 +417,31 @@ TEST_F(DaemonTest, KillNineDuringAConversionLeavesNothingHalfMadeAndTheCommitCan
   ASSERT_TRUE(Commit(c2.get(), "big-c", "big").ok());
 }
 
+TEST_F(DaemonTest, PrometheusMetricsCountCallsSnapshotsAndLayers) {
+  EVS_REQUIRE_PROGRAM("curl");
+  int port = evs::testing::FreePort();
+  auto d = Start({"--metrics-address", StrCat("127.0.0.1:", port)});
+  auto c = d->Client();
+  v1::PrepareSnapshotResponse p;
+  ASSERT_TRUE(Prepare(c.get(), "a", "", &p).ok());
+  evs::testing::WriteFile(UpperDir(p) + "/f", "x");
+  ASSERT_TRUE(Commit(c.get(), "a-c", "a").ok());
+  EXPECT_EQ(Stat(c.get(), "missing").error_code(), grpc::StatusCode::NOT_FOUND);
+  ASSERT_TRUE(Prepare(c.get(), "b", "a-c").ok());
+  std::string url = StrCat("http://127.0.0.1:", port);
+  std::string text = evs::testing::ShOk("curl -sf " + url + "/metrics");
+  for (const char* line :
+       {"evs_grpc_calls_total{method=\"Commit\",code=\"OK\"} 1",
+        "evs_grpc_calls_total{method=\"Prepare\",code=\"OK\"} 2",
+        "evs_grpc_calls_total{method=\"Stat\",code=\"NOT_FOUND\"} 1",
+        "evs_snapshots{kind=\"active\"} 1", "evs_snapshots{kind=\"committed\"} 1", "evs_layers 1",
+        "evs_layer_mounts 1", "evs_commits_total 1", "evs_layers_shared_total 0"}) {
+    EXPECT_NE(text.find(std::string(line) + "\n"), std::string::npos) << line << "\n" << text;
+  }
+  EXPECT_EQ(evs::testing::Sh("curl -s -o /dev/null -w '%{http_code}' " + url + "/").stdout_data,
+            "404");
+}
+
 TEST_F(DaemonTest, ThirtyTwoConcurrentClientStreamsNeitherDeadlockNorLeak) {
   auto d = Start();
   constexpr int kStreams = 32;

@@ -412,6 +412,9 @@ Status Snapshotter::Commit(const std::string& name, const std::string& key, cons
       if (published) (void)UndoInstall(layer_id, digest);
       return s.Annotate(StrCat("commit ", key, " as ", name));
     }
+    ++commits_;
+    if (!published) ++layers_shared_;
+    convert_seconds_ += convert_ms / 1000.0;
     EVS_LOG(kInfo) << "snapshot committed" << Kv("key", key) << Kv("name", name)
                    << Kv("layer", digest) << Kv("stored", published ? "new" : "shared")
                    << Kv("convert_ms", static_cast<int64_t>(convert_ms))
@@ -542,6 +545,28 @@ Result<std::vector<Info>> Snapshotter::List(const std::vector<std::string>& filt
     return OkStatus();
   }));
   return out;
+}
+
+Result<Snapshotter::Stats> Snapshotter::GetStats() {
+  std::lock_guard<std::mutex> lock(mu_);
+  EVS_RETURN_IF_ERROR(CheckOpen());
+  Stats stats;
+  EVS_RETURN_IF_ERROR(store_->ForEachSnapshot([&](const SnapshotRecord& r) {
+    if (r.kind == Kind::kActive) ++stats.active;
+    if (r.kind == Kind::kView) ++stats.views;
+    if (r.kind == Kind::kCommitted) ++stats.committed;
+    return OkStatus();
+  }));
+  EVS_RETURN_IF_ERROR(store_->ForEachLayer([&](const LayerRecord& l) {
+    ++stats.layers;
+    stats.layer_bytes += l.usage.size;
+    return OkStatus();
+  }));
+  stats.layers_mounted = static_cast<int64_t>(mounter_->mounted());
+  stats.commits = commits_;
+  stats.layers_shared = layers_shared_;
+  stats.convert_seconds = convert_seconds_;
+  return stats;
 }
 
 Status Snapshotter::Cleanup() {

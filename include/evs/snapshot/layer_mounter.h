@@ -89,6 +89,7 @@ class LayerMounter {
   // Costs one mount(2) (plus a loop device or verification setup).
   Status Mount(const LayerRecord& layer, const std::string& image_path);
   bool IsMounted(int64_t layer_id) const { return mounts_.count(layer_id) != 0; }
+  size_t mounted() const { return mounts_.size(); }
   // Unmounts and removes the mount point; not mounted is OK. A running
   // container is not affected: overlayfs holds its own private clones of its
   // lower layers' mounts.

@@ -118,6 +118,19 @@ class Snapshotter {
   // root lock. Further calls fail with Unavailable.
   Status Close();
 
+  // Figures for monitoring (the daemon's Prometheus endpoint). Costs one
+  // pass over the metadata.
+  struct Stats {
+    int64_t active = 0, views = 0, committed = 0;  // snapshots by kind
+    int64_t layers = 0;                            // layer images stored
+    int64_t layer_bytes = 0;                       // their allocated bytes
+    int64_t layers_mounted = 0;
+    int64_t commits = 0;            // since start
+    int64_t layers_shared = 0;      // commits that found their layer stored
+    double convert_seconds = 0;     // time spent building layer images
+  };
+  Result<Stats> GetStats();
+
   const std::string& root() const { return options_.root; }
   VerityMode verity() const;
   BackingMode backing() const;
@@ -150,6 +163,9 @@ class Snapshotter {
   std::unique_ptr<LayerStore> layers_;
   std::unique_ptr<LayerMounter> mounter_;
   std::set<int64_t> committing_;  // active snapshot ids being converted
+  int64_t commits_ = 0;
+  int64_t layers_shared_ = 0;
+  double convert_seconds_ = 0;
 };
 
 }  // namespace evs::snapshot
