@@ -111,7 +111,11 @@ struct LayerStreamOptions {
   // thread, through a BufferedChunkSource (for tests and tiny layers).
   bool threaded = true;
   ReadAheadOptions read_ahead;
-  DiffIdThread diff_id_thread = DiffIdThread::kReader;
+  // kOwnThread by default: on 2 cores, pinning the diffID's SHA-256 to
+  // either pipeline thread overloads that thread (inflate + blob digest +
+  // diffID alone is ~1.6 × igzip); a third thread lets the scheduler spread
+  // it (docs/tar.md, "Performance").
+  DiffIdThread diff_id_thread = DiffIdThread::kOwnThread;
 };
 
 // The uncompressed tar of a layer blob. Decompression and the blob digest
@@ -123,6 +127,11 @@ struct LayerStreamOptions {
 // Errors name `input_name`: a corrupt stream is InvalidArgument, the cap
 // ResourceExhausted, a digest mismatch DataLoss, a failed read of the blob
 // is passed through.
+//
+// Destroying the stream stops its threads; it waits for a Read() of `blob`
+// in progress, so cancel a blob that can block indefinitely (a BytePipe fed
+// by the network) first. Does not own `blob`. Memory: read_ahead.chunks ×
+// chunk_size (4 MiB by default) plus the Decompressor's.
 class LayerStream : public ChunkSource {
  public:
   static Result<std::unique_ptr<LayerStream>> Open(ByteSource* blob, LayerStreamOptions options);
