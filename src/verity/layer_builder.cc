@@ -73,8 +73,9 @@ Result<LayerInfo> BuildLayer(const LayerInput& input, const std::string& out_pat
     EVS_ASSIGN_OR_RETURN(erofs::ConvertResult result,
                          erofs::ConvertLayer(input.tar, file.fd(), convert));
     info.image = result.image;
-    info.blob_digest = result.blob_digest;
-    info.diff_id = result.diff_id;
+    // Present when the tar module computed them (asked for, or checked).
+    if (!result.blob_digest.empty()) info.blob_digest = result.blob_digest;
+    if (!result.diff_id.empty()) info.diff_id = result.diff_id;
     info.compression = result.compression;
     info.blob_bytes = result.blob_bytes;
     info.tar_bytes = result.tar_bytes;
