@@ -13,6 +13,7 @@
 
 #include "commands.h"
 #include "evs/common/byte_stream.h"
+#include "evs/common/digest.h"
 #include "evs/common/fd.h"
 #include "evs/common/file.h"
 #include "evs/erofs/convert.h"
@@ -56,6 +57,8 @@ struct ConvertFlags {
   std::string uuid_seed;
   uint64_t max_tar_bytes = 0;
   bool verity = false;
+  std::string blob_digest;  // when given, the input must match them
+  std::string diff_id;
   std::vector<std::string> paths;  // IN OUT, or OUT with --from-dir
 };
 
@@ -120,6 +123,14 @@ Status RunConvert(const ConvertFlags& flags) {
   options.writer = writer;
   options.writer.input_name = name;
   options.max_tar_bytes = flags.max_tar_bytes;
+  if (!flags.blob_digest.empty()) {
+    EVS_ASSIGN_OR_RETURN(Digest d, Digest::Parse(flags.blob_digest));
+    options.expected_blob_digest = d;
+  }
+  if (!flags.diff_id.empty()) {
+    EVS_ASSIGN_OR_RETURN(Digest d, Digest::Parse(flags.diff_id));
+    options.expected_diff_id = d;
+  }
   // The output only appears under its name once it is complete.
   EVS_ASSIGN_OR_RETURN(AtomicFile file, AtomicFile::Create(out, 0644));
   ProgressLine progress("converting " + name, total);
@@ -266,6 +277,10 @@ void AddLayerCommands(CLI::App& app, Status* status) {
                       "all-zero UUID");
   convert->add_option("--max-tar-bytes", flags->max_tar_bytes,
                       "Fail if the uncompressed tar exceeds this many bytes (0: no limit)");
+  convert->add_option("--blob-digest", flags->blob_digest,
+                      "Fail unless IN has this digest (sha256:…); no output file then");
+  convert->add_option("--diff-id", flags->diff_id,
+                      "Fail unless the uncompressed tar has this digest (the layer's diffID)");
   convert->add_flag("--verity", flags->verity,
                     "Append a dm-verity tree built in the same pass; prints hash offset, salt "
                     "and, as the last line, the root digest");

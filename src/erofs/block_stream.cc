@@ -1,5 +1,7 @@
 #include "block_stream.h"
 
+#include <fcntl.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -14,9 +16,15 @@ BlockStream::BlockStream(int fd, uint32_t block_size, uint64_t first_block,
       observer_(observer),
       name_(std::move(name)),
       capacity_(std::max<size_t>(block_size, buffer_size / block_size * block_size)),
-      base_(first_block * block_size) {
+      base_(first_block * block_size),
+      writeback_from_(base_) {
   buffer_.reset(new uint8_t[capacity_]);
 }
+
+namespace {
+// Start writeback in steps of this much written data.
+constexpr uint64_t kWritebackStep = 16u << 20;
+}  // namespace
 
 Status BlockStream::FlushWholeBlocks() {
   const size_t whole = fill_ / block_size_ * block_size_;
@@ -27,6 +35,12 @@ Status BlockStream::FlushWholeBlocks() {
   if (rest > 0) std::memmove(buffer_.get(), buffer_.get() + whole, rest);
   base_ += whole;
   fill_ = rest;
+  if (base_ - writeback_from_ >= kWritebackStep) {
+    // Best effort: filesystems without it (or pipes) just skip it.
+    (void)::sync_file_range(fd_, static_cast<off_t>(writeback_from_),
+                            static_cast<off_t>(base_ - writeback_from_), SYNC_FILE_RANGE_WRITE);
+    writeback_from_ = base_;
+  }
   return OkStatus();
 }
 

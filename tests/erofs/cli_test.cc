@@ -10,7 +10,7 @@
 namespace evs::testing {
 namespace {
 
-std::string Evs() { return "'" + BuildDir() + "/src/cli/evs'"; }
+std::string Evs() { return StrCat("'", BuildDir(), "/src/cli/evs'"); }
 
 class EvsLayerCli : public ::testing::Test {
  protected:
@@ -90,6 +90,21 @@ TEST_F(EvsLayerCli, FailedConversionLeavesNoFileBehind) {
   const std::string left = Ls();
   EXPECT_EQ(left.find("out.erofs"), std::string::npos) << left;
   EXPECT_EQ(left.find(".tmp"), std::string::npos) << left;
+}
+
+TEST_F(EvsLayerCli, ConvertChecksDigestsWhenGiven) {
+  const std::string blob_digest = "sha256:" + ShOk("sha256sum '" + t_.Join("layer.tar.gz") + "' | cut -d' ' -f1").substr(0, 64);
+  const std::string diff_id = "sha256:" + ShOk("sha256sum '" + t_.Join("layer.tar") + "' | cut -d' ' -f1").substr(0, 64);
+  ShOk(Evs() + " layer convert --blob-digest " + blob_digest + " --diff-id " + diff_id + " '" +
+       t_.Join("layer.tar.gz") + "' '" + t_.Join("ok.erofs") + "'");
+  const std::string wrong = "sha256:" + std::string(64, '0');
+  for (const std::string flag : {"--blob-digest", "--diff-id"}) {
+    SubprocessResult r = Sh(Evs() + " layer convert " + flag + " " + wrong + " '" + t_.Join("layer.tar.gz") +
+                            "' '" + t_.Join("bad.erofs") + "'");
+    EXPECT_NE(r.exit_code, 0) << flag;
+    EXPECT_NE(r.stderr_data.find(wrong), std::string::npos) << flag << ": " << r.stderr_data;
+    EXPECT_EQ(Sh("test -e '" + t_.Join("bad.erofs") + "'").exit_code, 1) << flag;
+  }
 }
 
 TEST_F(EvsLayerCli, ReadingCommandsFailOnMissingPathsAndNonFiles) {
