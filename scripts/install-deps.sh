@@ -8,14 +8,14 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   libssl-dev zlib1g-dev libisal-dev libzstd-dev libcurl4-openssl-dev
   libsqlite3-dev nlohmann-json3-dev libfuse3-dev libcli11-dev libtomlplusplus-dev
-  libdevmapper-dev libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  libdevmapper-dev libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libre2-dev
   libgtest-dev libgmock-dev
   # run
   fuse3 kmod util-linux mount
   # tests, demo and benchmarks: real parts and oracles
   containerd runc docker-registry stargz-snapshotter skopeo umoci
   erofs-utils cryptsetup-bin isal zstd gzip tar xz-utils attr curl
-  apache2-utils iproute2 procps psmisc time
+  apache2-utils iproute2 procps psmisc time busybox-static
   golang-go golang-github-containerd-containerd-dev
 )
 

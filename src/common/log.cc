@@ -51,12 +51,28 @@ LogLine::~LogLine() {
 
 std::ostream& operator<<(std::ostream& out, const Kv& kv) {
   out << ' ' << kv.key << '=';
-  bool quote = kv.value.empty() || kv.value.find_first_of(" \"=\t") != std::string::npos;
+  // Values come from clients (snapshot keys, labels): quote anything that
+  // could be mistaken for another field, and escape control bytes so that a
+  // hostile value cannot forge a log line.
+  bool quote = kv.value.empty();
+  for (unsigned char c : kv.value) {
+    if (c <= ' ' || c == '"' || c == '=' || c == '\\' || c == 0x7f) quote = true;
+  }
   if (!quote) return out << kv.value;
   out << '"';
-  for (char c : kv.value) {
-    if (c == '"' || c == '\\') out << '\\';
-    out << c;
+  for (unsigned char c : kv.value) {
+    if (c == '"' || c == '\\') {
+      out << '\\' << c;
+    } else if (c == '\n') {
+      out << "\\n";
+    } else if (c == '\t') {
+      out << "\\t";
+    } else if (c < 0x20 || c == 0x7f) {
+      static const char kHex[] = "0123456789abcdef";
+      out << "\\x" << kHex[c >> 4] << kHex[c & 15];
+    } else {
+      out << c;
+    }
   }
   return out << '"';
 }

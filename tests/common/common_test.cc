@@ -10,6 +10,7 @@
 #include "evs/common/byte_stream.h"
 #include "evs/common/digest.h"
 #include "evs/common/file.h"
+#include "evs/common/log.h"
 #include "evs/common/mount.h"
 #include "evs/common/status.h"
 #include "evs/common/subprocess.h"
@@ -109,6 +110,19 @@ TEST(Files, RemoveTreeRefusesToCrossMountPoints) {
   EXPECT_TRUE(IsMountPoint(dir.Join("t/m")));
   ASSERT_TRUE(m->Unmount().ok());
   EXPECT_FALSE(IsMountPoint(dir.Join("t/m")));
+}
+
+TEST(Log, KvQuotesAndEscapesHostileValues) {
+  auto render = [](const Kv& kv) {
+    std::ostringstream out;
+    out << kv;
+    return out.str();
+  };
+  EXPECT_EQ(render(Kv("key", "plain")), " key=plain");
+  EXPECT_EQ(render(Kv("key", "two words")), " key=\"two words\"");
+  EXPECT_EQ(render(Kv("key", "a\nINFO forged=1")), " key=\"a\\nINFO forged=1\"");
+  EXPECT_EQ(render(Kv("key", std::string("\x01\"q\"", 4))), " key=\"\\x01\\\"q\\\"\"");
+  EXPECT_EQ(render(Kv("n", 42)), " n=42");
 }
 
 TEST(BytePipe, CarriesBytesAndProducerError) {

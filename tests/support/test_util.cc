@@ -4,9 +4,12 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <sys/mount.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -88,6 +91,28 @@ std::string ReadFileOrDie(const std::string& path) {
   auto r = ReadFileToString(path, size_t{1} << 34);
   EXPECT_TRUE(r.ok()) << r.status().ToString();
   return r.ok() ? *r : std::string();
+}
+
+int KillProcessesMentioning(const std::string& needle) {
+  if (needle.empty()) return 0;
+  std::vector<pid_t> pids;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    pid_t pid = std::stoi(name);
+    if (pid == ::getpid()) continue;
+    std::ifstream in(entry.path() / "cmdline", std::ios::binary);
+    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (cmdline.find(needle) != std::string::npos) pids.push_back(pid);
+  }
+  for (pid_t pid : pids) ::kill(pid, SIGKILL);
+  for (pid_t pid : pids) {
+    for (int i = 0; i < 500 && ::kill(pid, 0) == 0; ++i) {
+      ::waitpid(pid, nullptr, WNOHANG);  // reap it if it is our child
+      ::usleep(10000);
+    }
+  }
+  return static_cast<int>(pids.size());
 }
 
 int FreePort() {

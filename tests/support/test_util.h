@@ -42,6 +42,12 @@ std::string ShOk(const std::string& command, int timeout_ms = 600000);
 void WriteFile(const std::string& path, const std::string& data);
 std::string ReadFileOrDie(const std::string& path);
 
+// SIGKILLs every process (but this one) whose command line mentions
+// `needle`, e.g. a test's scratch directory, and waits until they are gone.
+// For processes a test started indirectly and that outlive their parent by
+// design (the daemon's per-layer verifier processes). Returns how many.
+int KillProcessesMentioning(const std::string& needle);
+
 // A TCP port on 127.0.0.1 that was free a moment ago.
 int FreePort();
 
