@@ -227,6 +227,38 @@ TEST_F(AuthTest, IdentityTokenUsesTheRefreshGrant) {
   EXPECT_NE(log.find("\"grant\":\"refresh_token\",\"ok\":true"), std::string::npos) << log;
 }
 
+TEST_F(AuthTest, TokenIsRefreshedBeforeTheExpiryItWasIssuedWith) {
+  EVS_REQUIRE_REGISTRY_TOOLS();
+  TokenServerOptions token_options;
+  token_options.users = "hal:pw";
+  token_options.expires_in = 1;  // valid far longer, but the client is told 1 s
+  auto tokens = TokenServer::Start(token_options);
+  ASSERT_TRUE(tokens.ok()) << tokens.status().ToString();
+  LocalRegistryOptions options;
+  options.token_server = tokens->get();
+  options.access_log = true;
+  auto registry = LocalRegistry::Start(options);
+  ASSERT_TRUE(registry.ok()) << registry.status().ToString();
+  std::string host = (*registry)->host();
+  ASSERT_TRUE(evs::testing::SkopeoPush(image_, host + "/pro/app:v1", "hal:pw").ok());
+  int before = (*tokens)->TokensIssued();
+  auto client = NewClient(Creds(host, "hal", "pw"));
+  ASSERT_TRUE(PullAll(*client, host + "/pro/app:v1", image_).ok());
+  auto count_401 = [&] {
+    std::string log = evs::testing::ReadFileOrDie((*registry)->log_path());
+    int n = 0;
+    for (size_t pos = 0; (pos = log.find("\" 401 ", pos)) != std::string::npos; ++pos) ++n;
+    return n;
+  };
+  int unauthorized = count_401();
+  EXPECT_GT(unauthorized, 0);  // the first, anonymous request learned the challenge
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  ASSERT_TRUE(PullAll(*client, host + "/pro/app:v1", image_).ok());
+  // A new token, fetched before asking the registry: no further 401.
+  EXPECT_EQ((*tokens)->TokensIssued() - before, 2);
+  EXPECT_EQ(count_401(), unauthorized);
+}
+
 TEST_F(AuthTest, ExpiredTokenIsRefreshedWhenTheRegistryRejectsIt) {
   EVS_REQUIRE_REGISTRY_TOOLS();
   TokenServerOptions token_options;
