@@ -12,10 +12,10 @@ std::vector<DirItem> DirectoryItems(Node* dir) {
   items.reserve(dir->dir->children.size() + 2);
   const DirItem dot{".", dir}, dotdot{"..", dir->dir->parent};
   bool dots_done = false;
-  for (auto& [name, node] : dir->dir->children) {
+  for (auto& [name, node] : SortedChildren(dir)) {
     // "." and ".." sort after names starting with bytes below '.', and
     // before "..x" and everything above.
-    if (!dots_done && std::string_view(name) > std::string_view("..")) {
+    if (!dots_done && name > std::string_view("..")) {
       items.push_back(dot);
       items.push_back(dotdot);
       dots_done = true;

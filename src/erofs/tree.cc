@@ -1,8 +1,32 @@
 #include "tree.h"
 
+#include <algorithm>
+#include <cstring>
 #include <vector>
 
 namespace evs::erofs {
+
+std::vector<std::pair<std::string_view, Node*>> SortedChildren(const Node* dir) {
+  std::vector<std::pair<std::string_view, Node*>> out(dir->dir->children.begin(),
+                                                      dir->dir->children.end());
+  std::sort(out.begin(), out.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  return out;
+}
+
+std::string_view Tree::Intern(std::string_view name) {
+  // Names are at most 255 bytes; chunks of 64 KiB waste little.
+  constexpr size_t kChunk = 64u << 10;
+  if (chunk_used_ + name.size() > chunk_size_) {
+    name_chunks_.emplace_back(new char[kChunk]);
+    chunk_used_ = 0;
+    chunk_size_ = kChunk;
+  }
+  char* p = name_chunks_.back().get() + chunk_used_;
+  std::memcpy(p, name.data(), name.size());
+  chunk_used_ += name.size();
+  return std::string_view(p, name.size());
+}
 
 Tree::Tree(int64_t epoch) : epoch_(epoch) {
   root_ = NewNode(EntryType::kDirectory);
@@ -36,7 +60,7 @@ Result<Node*> Tree::ParentDirectory(std::string_view path) {
       made->mode = 0755;
       made->mtime = epoch_;
       made->dir->parent = dir;
-      dir->dir->children.emplace(std::string(name), made);
+      dir->dir->children.emplace(Intern(name), made);
       dir = made;
     } else if (it->second->type != EntryType::kDirectory) {
       return InvalidArgumentError("parent \"", parent_path.substr(0, end),
@@ -73,7 +97,7 @@ void Tree::Link(Node* dir, std::string_view name, Node* node) {
     Release(it->second);
     it->second = node;
   } else {
-    dir->dir->children.emplace(std::string(name), node);
+    dir->dir->children.emplace(Intern(name), node);
   }
   if (node->type == EntryType::kDirectory) {
     node->dir->parent = dir;

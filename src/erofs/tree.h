@@ -8,10 +8,10 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -24,10 +24,16 @@ struct Node;
 
 struct Directory {
   Node* parent = nullptr;  // the root is its own parent
-  // Byte-wise order (std::string compares as unsigned char), which is the
-  // order EROFS directories must have (§1.4).
-  std::map<std::string, Node*, std::less<>> children;
+  // Names point into the tree's name arena. Unordered: a hash node costs
+  // about half what a std::map node with its std::string does, and the
+  // writer sorts once per directory when it lays the directory out
+  // (SortedChildren()).
+  std::unordered_map<std::string_view, Node*> children;
 };
+
+// The children of a directory in byte-wise name order (std::string_view
+// compares as unsigned char), the order EROFS directories must have (§1.4).
+std::vector<std::pair<std::string_view, Node*>> SortedChildren(const Node* dir);
 
 // One inode.
 struct Node {
@@ -41,14 +47,18 @@ struct Node {
   uint32_t links = 0;   // directory entries naming a non-directory
   bool opaque = false;  // directories: add trusted.overlay.opaque=y
   bool tail_inline = false;
-  uint64_t size = 0;    // regular files
+  // i_size: regular files and symlinks from the entry; directories once
+  // Finish() has laid them out.
+  uint64_t size = 0;
   // Full mode: first block of the file's data in the image (its tail block
   // too when the tail is not inline). Tar-index mode: the data's offset in
   // the tar.
   uint64_t data_start = 0;
-  uint64_t tail_ref = 0;  // TailStore reference of an inline tail
-  uint64_t header_offset = 0;  // tar-index mode: for error messages
-  std::string symlink;
+  // TailStore reference of a regular file's inline tail (full mode) or of a
+  // symlink's target; for tar-index regular files, the offset of the tar
+  // header (error messages). Kept in one field: nodes are the writer's
+  // per-entry memory.
+  uint64_t tail_ref = 0;
   std::vector<std::pair<std::string, std::string>> xattrs;  // sorted by name
   std::unique_ptr<Directory> dir;                           // directories only
 
@@ -63,8 +73,7 @@ struct Node {
     uint32_t nlink = 0;
     uint64_t meta_offset = 0;    // from the start of the inode area; nid = /32
     uint64_t extra_block = 0;    // directory / symlink blocks
-    uint64_t extra_blocks = 0;
-    uint64_t dir_size = 0;
+    uint32_t extra_blocks = 0;
   } layout;
 };
 
@@ -95,9 +104,13 @@ class Tree {
 
  private:
   void Release(Node* node);
+  // A copy of `name` that lives as long as the tree.
+  std::string_view Intern(std::string_view name);
 
   int64_t epoch_;
   std::deque<Node> nodes_;
+  std::vector<std::unique_ptr<char[]>> name_chunks_;
+  size_t chunk_used_ = 0, chunk_size_ = 0;
   Node* root_;
   // Entries arrive grouped by directory: remember the last parent found.
   std::string cached_parent_path_;

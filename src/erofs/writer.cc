@@ -307,7 +307,10 @@ class WriterImpl final : public ErofsWriter {
 
     Node* node = tree_.NewNode(e.type);
     SetAttributes(node, e);
-    if (e.type == EntryType::kSymlink) node->symlink = e.link_target;
+    if (e.type == EntryType::kSymlink) {
+      node->size = e.link_target.size();
+      EVS_ASSIGN_OR_RETURN(node->tail_ref, tails_.Append(e.link_target.data(), e.link_target.size()));
+    }
     if (e.type == EntryType::kCharDevice || e.type == EntryType::kBlockDevice)
       node->rdev = EncodeDev(e.rdev_major, e.rdev_minor);
     if (e.type == EntryType::kRegular) {
@@ -319,7 +322,7 @@ class WriterImpl final : public ErofsWriter {
         if (e.size > 0 && e.data_offset % kIndexBlockSize != 0)
           return EntryError(e, "data offset ", e.data_offset, " in the tar is not 512-aligned");
         node->data_start = e.data_offset;
-        node->header_offset = e.header_offset;
+        node->tail_ref = e.header_offset;
       }
     }
     tree_.Link(parent, name, node);
@@ -380,7 +383,7 @@ class WriterImpl final : public ErofsWriter {
       Node* node = order_[i];
       if (node->type != EntryType::kDirectory) continue;
       uint32_t subdirs = 0;
-      for (auto& [name, child] : node->dir->children) {
+      for (auto& [name, child] : SortedChildren(node)) {
         if (child->type == EntryType::kDirectory) ++subdirs;
         if (child->layout.placed) continue;
         child->layout.placed = true;
@@ -455,13 +458,8 @@ class WriterImpl final : public ErofsWriter {
     for (Node* node : order_) {
       auto& l = node->layout;
       l.xattr_size = XattrAreaSize(node);
-      uint64_t size = node->size;
-      if (node->type == EntryType::kDirectory) {
-        l.dir_size = DirectorySize(DirectoryItems(node), bs_);
-        size = l.dir_size;
-      } else if (node->type == EntryType::kSymlink) {
-        size = node->symlink.size();
-      }
+      if (node->type == EntryType::kDirectory) node->size = DirectorySize(DirectoryItems(node), bs_);
+      const uint64_t size = node->size;
       const bool compact = node->mtime == options_.epoch && node->mtime_nsec == 0 &&
                            node->uid <= 0xFFFF && node->gid <= 0xFFFF && l.nlink <= 0xFFFF &&
                            size <= 0xFFFFFFFFu;
@@ -492,9 +490,9 @@ class WriterImpl final : public ErofsWriter {
           if (tail > 0 && head + tail + nul <= bs_) {
             l.data_layout = kFlatInline;
             l.inline_size = static_cast<uint32_t>(tail);
-            l.extra_blocks = size / bs_;
+            l.extra_blocks = static_cast<uint32_t>(size / bs_);
           } else {
-            l.extra_blocks = (size + bs_ - 1) / bs_;
+            l.extra_blocks = static_cast<uint32_t>((size + bs_ - 1) / bs_);
           }
           l.extra_block = l.extra_blocks > 0 ? *next_block : 0;
           *next_block += l.extra_blocks;
@@ -538,8 +536,9 @@ class WriterImpl final : public ErofsWriter {
       if (l.extra_blocks == 0) continue;
       if (out->block() != l.extra_block) return InternalError("directory blocks out of order");
       if (node->type == EntryType::kSymlink) {
-        EVS_RETURN_IF_ERROR(out->Append(node->symlink.data(),
-                                        std::min<uint64_t>(node->symlink.size(), l.extra_blocks * bs_)));
+        char target[kMaxSymlink];
+        EVS_RETURN_IF_ERROR(tails_.Read(node->tail_ref, target, node->size));
+        EVS_RETURN_IF_ERROR(out->Append(target, std::min<uint64_t>(node->size, uint64_t{l.extra_blocks} * bs_)));
         EVS_RETURN_IF_ERROR(out->PadToBlock());
         continue;
       }
@@ -590,9 +589,7 @@ class WriterImpl final : public ErofsWriter {
 
   Status WriteInode(BlockStream* out, Node* node) {
     const auto& l = node->layout;
-    uint64_t size = node->size;
-    if (node->type == EntryType::kDirectory) size = l.dir_size;
-    if (node->type == EntryType::kSymlink) size = node->symlink.size();
+    const uint64_t size = node->size;
 
     uint32_t i_u = 0;
     if (node->type == EntryType::kCharDevice || node->type == EntryType::kBlockDevice) {
@@ -663,7 +660,9 @@ class WriterImpl final : public ErofsWriter {
         EVS_RETURN_IF_ERROR(tails_.Read(node->tail_ref, tail, l.inline_size));
         EVS_RETURN_IF_ERROR(out->Append(tail, l.inline_size));
       } else if (node->type == EntryType::kSymlink) {
-        EVS_RETURN_IF_ERROR(out->Append(node->symlink.data() + l.extra_blocks * bs_, l.inline_size));
+        char target[kMaxSymlink];
+        EVS_RETURN_IF_ERROR(tails_.Read(node->tail_ref, target, node->size));
+        EVS_RETURN_IF_ERROR(out->Append(target + uint64_t{l.extra_blocks} * bs_, l.inline_size));
       } else {
         std::vector<uint8_t> last;
         EVS_RETURN_IF_ERROR(EmitDirectoryBlocks(DirectoryItems(node), bs_,
@@ -731,7 +730,7 @@ class WriterImpl final : public ErofsWriter {
       auto [dir, path] = std::move(stack.back());
       stack.pop_back();
       for (auto& [name, child] : dir->dir->children) {
-        std::string child_path = path.empty() ? name : path + "/" + name;
+        std::string child_path = path.empty() ? std::string(name) : StrCat(path, "/", name);
         if (child == target) return child_path;
         if (child->type == EntryType::kDirectory) stack.emplace_back(child, std::move(child_path));
       }
@@ -750,7 +749,7 @@ class WriterImpl final : public ErofsWriter {
       if (end > tar_bytes_ || end < node->data_start || last_block > 0xFFFFFFFEu) {
         return InvalidArgumentError(
             options_.input_name.empty() ? "" : options_.input_name + ": ", "entry \"",
-            PathOf(node), "\" at offset ", node->header_offset, ": data [", node->data_start,
+            PathOf(node), "\" at offset ", node->tail_ref, ": data [", node->data_start,
             ", +", node->size, ") lies beyond the ", tar_bytes_, " tar bytes received");
       }
     }
@@ -760,13 +759,14 @@ class WriterImpl final : public ErofsWriter {
   Result<ImageInfo> WriteMetadata() {
     // The data (full) or the tar (tar-index) region ends on a block boundary.
     EVS_RETURN_IF_ERROR(data_->Finish());
-    uint64_t next_block = data_->block();
+    const uint64_t extra_first = data_->block();
+    uint64_t next_block = extra_first;
+    data_.reset();  // its buffer is not needed any more
     CollectNodes();
     if (options_.mode == Mode::kTarIndex) EVS_RETURN_IF_ERROR(CheckTarRanges());
     ChooseSharedXattrs();
     EVS_RETURN_IF_ERROR(ChooseLayouts(&next_block));
 
-    const uint64_t extra_first = data_->block();
     const uint64_t xattr_blkaddr = next_block;
     next_block += (shared_bytes_ + bs_ - 1) / bs_;
     const uint64_t meta_blkaddr = next_block;

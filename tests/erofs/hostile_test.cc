@@ -24,7 +24,9 @@ std::string RichImage(const TempDir& t, erofs::Mode mode) {
   o.mode = mode;
   ImageBuilder b(t.Join(mode == erofs::Mode::kFull ? "full.img" : "index.img"), o);
   std::string tar(64 << 10, 't');
-  if (mode == erofs::Mode::kTarIndex) EXPECT_TRUE(b.writer()->AddTarBytes(tar.data(), tar.size()).ok());
+  if (mode == erofs::Mode::kTarIndex) {
+    EXPECT_TRUE(b.writer()->AddTarBytes(tar.data(), tar.size()).ok());
+  }
   auto file = [&](const std::string& path, size_t size, std::vector<std::pair<std::string, std::string>> x = {}) {
     LayerEntry e = Entry(path, EntryType::kRegular, 0644, static_cast<int64_t>(size));
     e.xattrs = std::move(x);
