@@ -417,6 +417,37 @@ TEST_F(DaemonTest, KillNineDuringAConversionLeavesNothingHalfMadeAndTheCommitCan
   ASSERT_TRUE(Commit(c2.get(), "big-c", "big").ok());
 }
 
+TEST_F(DaemonTest, ALayerWhoseVerifierProcessDiedIsMountedAgainOnNextUse) {
+  if (::access("/dev/fuse", R_OK | W_OK) != 0) GTEST_SKIP() << "needs /dev/fuse";
+  auto d = Start({"--verity", "userspace"});
+  auto c = d->Client();
+  v1::PrepareSnapshotResponse p;
+  ASSERT_TRUE(Prepare(c.get(), "a", "", &p).ok());
+  evs::testing::WriteFile(UpperDir(p) + "/f", "content");
+  ASSERT_TRUE(Commit(c.get(), "a-c", "a").ok());
+  std::string pidfile = root() + "/m/1.pid";
+  int first = std::atoi(ReadFileOrDie(pidfile).c_str());
+  ASSERT_GT(first, 1);
+  EXPECT_EQ(ReadFileOrDie(root() + "/m/1/f"), "content");
+  ASSERT_EQ(::kill(first, SIGKILL), 0);
+  // Wait until it is dead (a zombie until the daemon reaps it).
+  auto dead = [&] {
+    std::string stat =
+        evs::testing::Sh(StrCat("cat /proc/", first, "/stat 2>/dev/null")).stdout_data;
+    size_t paren = stat.rfind(')');
+    return stat.empty() || (paren != std::string::npos && stat.substr(paren + 2, 1) == "Z");
+  };
+  for (int i = 0; i < 1000 && !dead(); ++i) ::usleep(10000);
+  ASSERT_TRUE(dead());
+
+  ASSERT_TRUE(Prepare(c.get(), "b", "a-c").ok());
+  int second = std::atoi(ReadFileOrDie(pidfile).c_str());
+  EXPECT_NE(second, first);
+  EXPECT_EQ(::kill(second, 0), 0) << "a new verifier serves the layer";
+  EXPECT_EQ(ReadFileOrDie(root() + "/m/1/f"), "content");
+  EXPECT_NE(ReadFileOrDie(log()).find("verifier process of a layer exited"), std::string::npos);
+}
+
 TEST_F(DaemonTest, PrometheusMetricsCountCallsSnapshotsAndLayers) {
   EVS_REQUIRE_PROGRAM("curl");
   int port = evs::testing::FreePort();

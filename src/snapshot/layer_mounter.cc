@@ -244,7 +244,20 @@ std::string LayerMounter::VerifiedFilePath(int64_t layer_id) const {
 }
 
 Status LayerMounter::Mount(const LayerRecord& layer, const std::string& image_path) {
-  if (IsMounted(layer.id)) return OkStatus();
+  auto existing = mounts_.find(layer.id);
+  if (existing != mounts_.end()) {
+    Mounted& m = existing->second;
+    if (m.verifier <= 0 || !m.verifier_fd.valid() || !WaitExit(m.verifier_fd.get(), 0)) {
+      return OkStatus();
+    }
+    // Its verifier process is gone, so reads of the layer fail: mount it
+    // again for whoever asks next.
+    EVS_LOG(kError) << "verifier process of a layer exited; mounting the layer again"
+                    << Kv("layer", layer.digest) << Kv("pid", m.verifier);
+    ::waitpid(m.verifier, nullptr, WNOHANG);
+    m.Release();
+    mounts_.erase(existing);
+  }
   std::string target = MountPath(layer.id);
   Mounted mounted;
   mounted.target = target;
@@ -481,8 +494,9 @@ bool LayerMounter::Adopt(int64_t layer_id, Mounted* mounted) {
 
 Status LayerMounter::ClearStale(int64_t layer_id) {
   for (const std::string& path : {MountPath(layer_id), VerifiedFilePath(layer_id)}) {
-    for (int stacked = 0; stacked < 64 && IsMountPoint(path); ++stacked) {
-      EVS_RETURN_IF_ERROR(evs::Unmount(path, /*detach=*/true));
+    // Not IsMountPoint(): a FUSE mount whose server died fails every stat
+    // (ENOTCONN). umount2 fails with EINVAL once nothing is mounted there.
+    for (int stacked = 0; stacked < 64 && ::umount2(path.c_str(), MNT_DETACH) == 0; ++stacked) {
     }
   }
   ::unlink(VerifiedFilePath(layer_id).c_str());
@@ -523,8 +537,7 @@ Result<int> LayerMounter::RemoveStale() {
     }
     // A daemon that was killed left its mounts; detach them (containers
     // that use them hold their own clones).
-    for (int stacked = 0; stacked < 64 && IsMountPoint(path); ++stacked) {
-      EVS_RETURN_IF_ERROR(evs::Unmount(path, /*detach=*/true));
+    for (int stacked = 0; stacked < 64 && ::umount2(path.c_str(), MNT_DETACH) == 0; ++stacked) {
     }
     EVS_RETURN_IF_ERROR(RemoveTree(path));
     ++removed;

@@ -163,12 +163,11 @@ Result<std::vector<std::string>> Snapshotter::MountedLowers(int64_t parent_id) {
     if (ancestor.kind != Kind::kCommitted || ancestor.layer_id == 0) {
       return DataLossError("snapshot ", ancestor.key, " is a parent but holds no layer");
     }
-    if (!mounter_->IsMounted(ancestor.layer_id)) {
-      EVS_ASSIGN_OR_RETURN(LayerRecord layer, store_->GetLayer(ancestor.layer_id));
-      EVS_ASSIGN_OR_RETURN(std::string image, layers_->ImagePathFor(layer.digest));
-      EVS_RETURN_IF_ERROR(
-          mounter_->Mount(layer, image).Annotate(StrCat("snapshot ", ancestor.key)));
-    }
+    // Mount() is cheap when the layer is mounted and healthy, and mounts it
+    // again when its verifier process died.
+    EVS_ASSIGN_OR_RETURN(LayerRecord layer, store_->GetLayer(ancestor.layer_id));
+    EVS_ASSIGN_OR_RETURN(std::string image, layers_->ImagePathFor(layer.digest));
+    EVS_RETURN_IF_ERROR(mounter_->Mount(layer, image).Annotate(StrCat("snapshot ", ancestor.key)));
     lowers.push_back(mounter_->MountPath(ancestor.layer_id));
   }
   return lowers;

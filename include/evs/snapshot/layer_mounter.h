@@ -85,8 +85,10 @@ class LayerMounter {
   std::string VerifiedFilePath(int64_t layer_id) const;
 
   // Mounts `image_path` (the layer `layer`) read-only at MountPath(layer.id)
-  // unless this mounter already did. Errors name the layer digest and path.
-  // Costs one mount(2) (plus a loop device or verification setup).
+  // unless this mounter already did and the mount still works (a layer
+  // whose verifier process died is mounted again). Errors name the layer
+  // digest and path. Costs one mount(2) (plus a loop device or verification
+  // setup); nothing when already mounted.
   Status Mount(const LayerRecord& layer, const std::string& image_path);
   bool IsMounted(int64_t layer_id) const { return mounts_.count(layer_id) != 0; }
   size_t mounted() const { return mounts_.size(); }

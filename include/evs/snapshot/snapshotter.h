@@ -125,9 +125,9 @@ class Snapshotter {
     int64_t layers = 0;                            // layer images stored
     int64_t layer_bytes = 0;                       // their allocated bytes
     int64_t layers_mounted = 0;
-    int64_t commits = 0;            // since start
-    int64_t layers_shared = 0;      // commits that found their layer stored
-    double convert_seconds = 0;     // time spent building layer images
+    int64_t commits = 0;         // since start
+    int64_t layers_shared = 0;   // commits that found their layer stored
+    double convert_seconds = 0;  // time spent building layer images
   };
   Result<Stats> GetStats();
 
