@@ -123,7 +123,9 @@ std::optional<std::chrono::milliseconds> RetryAfter(const HttpResponse& resp) {
 }
 
 // Bounds one operation's retries (RetryPolicy) and the wait between them:
-// exponential backoff with full jitter, or the server's Retry-After.
+// exponential backoff with jitter (uniform between half and all of the
+// current backoff, so that many clients hit by one outage spread out), or
+// the server's Retry-After.
 class Retrier {
  public:
   Retrier(const RetryPolicy& policy, const CallOptions& call, int max_attempts)
@@ -177,10 +179,6 @@ class Retrier {
     }
     return OkStatus();
   }
-
-  // Counts a free retry (auth refresh, redirect) against nothing; present
-  // for readability at call sites.
-  int attempts() const { return attempts_; }
 
  private:
   RetryPolicy policy_;

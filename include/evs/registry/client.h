@@ -26,8 +26,9 @@
 //   endpoint is never redirected to plain http (except to localhost). A
 //   signed URL that stops working (401/403/404 from the storage host) sends
 //   the request back to the registry for a fresh one.
-// - Retries with exponential backoff and full jitter on connection errors,
-//   stalled transfers, 5xx and 429 (honouring Retry-After), bounded by
+// - Retries with exponential backoff and jitter (each wait uniform between
+//   half and all of the current backoff) on connection errors, stalled
+//   transfers, 408, 429 and 5xx (honouring Retry-After), bounded by
 //   RetryPolicy in attempts and total time. Blob downloads resume from the
 //   last byte received, keeping the running digest.
 // - Errors: NotFound (404 / MANIFEST_UNKNOWN / BLOB_UNKNOWN), Unauthenticated
@@ -215,7 +216,7 @@ class RegistryClient {
   // has already consumed the bytes, so the caller discards what it made of
   // them (write to a temp file, commit only on OK). A sink error stops the
   // transfer and is returned (BytePipe::Cancel from a consumer lands here).
-  // Blocks for the transfer; memory is libcurl's buffer (16 KiB).
+  // Blocks for the transfer; memory is libcurl's receive buffer (256 KiB).
   Status FetchBlob(const oci::Reference& repo, const oci::Descriptor& desc, ByteSink* sink,
                    const CallOptions& call = {});
 
@@ -254,8 +255,9 @@ class RegistryClient {
 
 // An open blob for ranged reads. Thread-safe: many threads may call ReadAt()
 // at once; they share the client's connection pool and token cache and the
-// blob's cached storage URL. Keeps the client's internals alive, but the
-// RegistryClient must outlive it for pool limits to be meaningful.
+// blob's cached storage URL. It holds a reference to the client's shared
+// state (pools, tokens), so it stays usable if the RegistryClient object is
+// destroyed first.
 class RemoteBlob {
  public:
   ~RemoteBlob();
