@@ -93,7 +93,9 @@ for run in $(seq 1 "$RUNS"); do
     "oci:$WORK/out-skopeo:v1")")
   read -r ew eu es <<< "${evs_times[-1]}"
   read -r sw su ss <<< "${skopeo_times[-1]}"
-  echo "   run $run: evs $ew s (cpu $(echo "$eu + $es" | bc) s)   skopeo $sw s (cpu $(echo "$su + $ss" | bc) s)"
+  awk -v r="$run" -v ew="$ew" -v ec="$(awk "BEGIN{print $eu + $es}")" -v sw="$sw" \
+      -v sc="$(awk "BEGIN{print $su + $ss}")" \
+      'BEGIN { printf "   run %d: evs %.3f s (cpu %.2f s)   skopeo %.3f s (cpu %.2f s)\n", r, ew, ec, sw, sc }'
 done
 
 # Both tools wrote every blob, byte for byte.
