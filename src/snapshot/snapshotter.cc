@@ -192,6 +192,13 @@ Result<std::vector<Mount>> Snapshotter::Prepare(const std::string& key, const st
   if (options_.remote != nullptr && labels.count(kTargetRefLabel) != 0) {
     EVS_RETURN_IF_ERROR(ValidateLabels(labels));
     const std::string& target = labels.at(kTargetRefLabel);
+    {
+      // Already here (an earlier pull): nothing to fetch.
+      std::lock_guard<std::mutex> lock(mu_);
+      EVS_RETURN_IF_ERROR(CheckOpen());
+      EVS_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> existing, store_->FindSnapshot(target));
+      if (existing) return AlreadyExistsError("snapshot ", target, ": already exists");
+    }
     auto staged = options_.remote->Fetch(*layers_, key, parent, labels);
     if (staged.ok()) {
       Status s = [&]() -> Status {

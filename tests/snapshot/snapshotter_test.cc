@@ -498,6 +498,76 @@ TEST_P(SnapshotterTest, ACorruptedByteInALayerFileFailsReadsOfThatFileWithEio) {
   EXPECT_EQ(err, EIO);
 }
 
+// A RemoteLayerSource that builds the layer from a local directory: enough
+// to pin down what Prepare does with the hook the convert-on-pull and lazy
+// paths plug into.
+class DirectoryLayerSource : public RemoteLayerSource {
+ public:
+  explicit DirectoryLayerSource(std::string dir) : dir_(std::move(dir)) {}
+  Result<StagedLayer> Fetch(LayerStore& store, const std::string& key, const std::string&,
+                            const Labels& labels) override {
+    ++calls;
+    if (labels.count("fail")) return UnavailableError("registry unreachable for ", key);
+    return store.BuildFromDirectory(dir_, key);
+  }
+  int calls = 0;
+
+ private:
+  std::string dir_;
+};
+
+TEST_P(SnapshotterTest, ARemoteLayerIsCommittedUnderItsRefAndPrepareAnswersAlreadyExists) {
+  Layer("base", "", [](const std::string& t) { WriteFile(t + "/base", "b"); });
+  WriteFile(dir_.Join("remote/remote.txt"), "fetched by evs");
+  DirectoryLayerSource source(dir_.Join("remote"));
+  ASSERT_TRUE(sn_->Close().ok());
+  sn_.reset();
+  SnapshotterOptions options;
+  options.root = root();
+  options.verity = GetParam();
+  options.remote = &source;
+  auto opened = Snapshotter::Open(options);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  sn_ = std::move(*opened);
+
+  // Without the ref label the hook is not consulted.
+  ASSERT_TRUE(sn_->Prepare("plain", "base", {}).ok());
+  EXPECT_EQ(source.calls, 0);
+  // With it, evs commits the layer under the ref and containerd is told the
+  // snapshot exists, so it skips download and unpack.
+  Labels labels = {{kTargetRefLabel, "chain-2"}, {"containerd.io/snapshot/cri.layer-digest", "x"}};
+  auto r = sn_->Prepare("extract-2", "base", labels);
+  EXPECT_EQ(r.status().code(), Code::kAlreadyExists);
+  EXPECT_EQ(source.calls, 1);
+  auto info = sn_->Stat("chain-2");
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  EXPECT_EQ(info->kind, Kind::kCommitted);
+  EXPECT_EQ(info->parent, "base");
+  EXPECT_EQ(sn_->Stat("extract-2").status().code(), Code::kNotFound);
+  // A second pull of the same layer finds it without fetching.
+  EXPECT_EQ(sn_->Prepare("extract-2b", "base", labels).status().code(), Code::kAlreadyExists);
+  EXPECT_EQ(source.calls, 1);
+  auto view = sn_->View("look", "chain-2", {});
+  ASSERT_TRUE(view.ok());
+  auto mp = MountAt(*view, work("look"));
+  ASSERT_TRUE(mp.ok()) << mp.status().ToString();
+  EXPECT_EQ(ReadFileOrDie(work("look") + "/remote.txt"), "fetched by evs");
+  EXPECT_EQ(ReadFileOrDie(work("look") + "/base"), "b");
+  ASSERT_TRUE(mp->Unmount().ok());
+
+  // When the source fails, Prepare falls back to an ordinary active
+  // snapshot that containerd unpacks into.
+  Labels failing = {{kTargetRefLabel, "chain-3"}, {"fail", "1"}};
+  auto fallback = sn_->Prepare("extract-3", "base", failing);
+  ASSERT_TRUE(fallback.ok()) << fallback.status().ToString();
+  auto active = sn_->Stat("extract-3");
+  ASSERT_TRUE(active.ok());
+  EXPECT_EQ(active->kind, Kind::kActive);
+  EXPECT_EQ(sn_->Stat("chain-3").status().code(), Code::kNotFound);
+  ASSERT_TRUE(sn_->Close().ok());
+  sn_.reset();  // before `source` goes out of scope
+}
+
 INSTANTIATE_TEST_SUITE_P(Verity, SnapshotterTest,
                          ::testing::Values(VerityMode::kOff, VerityMode::kUserspace),
                          [](const auto& info) { return std::string(VerityModeName(info.param)); });
