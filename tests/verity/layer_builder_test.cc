@@ -62,12 +62,15 @@ TEST(BuildLayer, GzipTarGivesAVerifiableImageAndTheLayerDigests) {
   MakeTar(dir.Join("src"), dir.Join("layer.tar.gz"), "gzip");
   LayerBuildOptions options;
   options.name = "layer sha256:test";
+  options.compute_digests = true;
   ASSERT_TRUE(MakeDirs(dir.Join("out")).ok());
   auto info = BuildFromFile(dir.Join("layer.tar.gz"), dir.Join("out/layer.erofs"), options);
   ASSERT_TRUE(info.ok()) << info.status().ToString();
   ASSERT_TRUE(info->verity.has_value());
   const VerityDescriptor& v = *info->verity;
   EXPECT_EQ(info->compression, tar::Compression::kGzip);
+  ASSERT_TRUE(info->diff_id.has_value());
+  ASSERT_TRUE(info->blob_digest.has_value());
   EXPECT_EQ(info->diff_id->hex(), Sha256Hex(dir.Join("layer.tar")));
   EXPECT_EQ(info->blob_digest->hex(), Sha256Hex(dir.Join("layer.tar.gz")));
   EXPECT_EQ(v.hash_offset, info->image.image_size);
