@@ -136,7 +136,8 @@ Status RunConvert(const ConvertFlags& flags) {
   ProgressLine progress("converting " + name, total);
   FdSource source(fd, name);
   CountingSource counted(&source, &progress);
-  EVS_ASSIGN_OR_RETURN(erofs::ConvertResult result, erofs::ConvertLayer(&counted, file.fd(), options));
+  EVS_ASSIGN_OR_RETURN(erofs::ConvertResult result,
+                       erofs::ConvertLayer(&counted, file.fd(), options));
   EVS_RETURN_IF_ERROR(file.Commit());
   ReportDone("converted " + name, result.image, result.blob_bytes, elapsed());
   return OkStatus();
@@ -151,7 +152,9 @@ std::string FormatTime(int64_t t) {
   return buf;
 }
 
-Status Print(const std::string& text) { return WriteAll(STDOUT_FILENO, text.data(), text.size(), "stdout"); }
+Status Print(const std::string& text) {
+  return WriteAll(STDOUT_FILENO, text.data(), text.size(), "stdout");
+}
 
 std::string Hex(const uint8_t* p, size_t n) {
   static const char* d = "0123456789abcdef";
@@ -171,8 +174,8 @@ Status RunInspect(const std::string& image) {
   EVS_RETURN_IF_ERROR(reader->Walk([&](const std::string&, const erofs::Inode& inode) {
     std::string kind = erofs::ModeString(inode.mode).substr(0, 1);
     static const std::map<std::string, std::string> names = {
-        {"-", "files"},       {"d", "directories"}, {"l", "symlinks"}, {"c", "char devices"},
-        {"b", "block devices"}, {"p", "fifos"},     {"s", "sockets"}};
+        {"-", "files"},         {"d", "directories"}, {"l", "symlinks"}, {"c", "char devices"},
+        {"b", "block devices"}, {"p", "fifos"},       {"s", "sockets"}};
     ++kinds[names.at(kind)];
     if (inode.is_reg()) file_bytes += inode.size;
     return OkStatus();
@@ -188,9 +191,12 @@ Status RunInspect(const std::string& image) {
   out += StrCat("inodes:         ", s.inodes, "\n");
   out += StrCat("root nid:       ", s.root_nid, "\n");
   out += StrCat("inode area:     block ", s.meta_blkaddr, "\n");
-  out += StrCat("shared xattrs:  ", s.xattr_blkaddr == 0 ? std::string("none") : StrCat("block ", s.xattr_blkaddr), "\n");
+  out +=
+      StrCat("shared xattrs:  ",
+             s.xattr_blkaddr == 0 ? std::string("none") : StrCat("block ", s.xattr_blkaddr), "\n");
   out += StrCat("epoch:          ", s.build_time, " (", FormatTime(s.build_time), " UTC)\n");
-  out += StrCat("features:       compat 0x", std::hex, s.feature_compat, " incompat 0x", s.feature_incompat, std::dec, "\n");
+  out += StrCat("features:       compat 0x", std::hex, s.feature_compat, " incompat 0x",
+                s.feature_incompat, std::dec, "\n");
   out += StrCat("checksum:       ", s.checksum_present ? "crc32c ok" : "none", "\n");
   out += StrCat("uuid:           ", uuid, "\n");
   for (size_t i = 0; i < s.devices.size(); ++i) {
@@ -205,7 +211,8 @@ Status RunInspect(const std::string& image) {
   return Print(out);
 }
 
-std::string LsLine(const erofs::ErofsReader& reader, const erofs::Inode& inode, const std::string& name) {
+std::string LsLine(const erofs::ErofsReader& reader, const erofs::Inode& inode,
+                   const std::string& name) {
   std::string size = S_ISCHR(inode.mode) || S_ISBLK(inode.mode)
                          ? StrCat(inode.rdev_major, ", ", inode.rdev_minor)
                          : std::to_string(inode.size);
@@ -257,7 +264,8 @@ Status RunCat(const std::string& image, const std::string& path) {
 }  // namespace
 
 void AddLayerCommands(CLI::App& app, Status* status) {
-  CLI::App* layer = app.add_subcommand("layer", "Convert layers to EROFS images and look into images");
+  CLI::App* layer =
+      app.add_subcommand("layer", "Convert layers to EROFS images and look into images");
   layer->require_subcommand(1);
 
   auto flags = std::make_shared<ConvertFlags>();
@@ -265,9 +273,10 @@ void AddLayerCommands(CLI::App& app, Status* status) {
       "convert",
       "Convert a layer tar (plain, gzip or zstd, detected by magic; - reads stdin) or, with "
       "--from-dir, a directory tree to an EROFS image. OUT appears only when complete.");
-  convert->add_option("--mode", flags->mode,
-                      "full: 4 KiB blocks holding the file data; index: 512-byte metadata "
-                      "over the original tar, which the image embeds")
+  convert
+      ->add_option("--mode", flags->mode,
+                   "full: 4 KiB blocks holding the file data; index: 512-byte metadata "
+                   "over the original tar, which the image embeds")
       ->capture_default_str();
   convert->add_option("--from-dir", flags->from_dir,
                       "Convert this directory (e.g. an overlay upper dir, whiteouts kept) "
@@ -291,11 +300,13 @@ void AddLayerCommands(CLI::App& app, Status* status) {
 
   auto image = std::make_shared<std::string>();
   auto path = std::make_shared<std::string>();
-  CLI::App* inspect = layer->add_subcommand("inspect", "Print what an EROFS image's superblock says, and entry counts");
+  CLI::App* inspect = layer->add_subcommand(
+      "inspect", "Print what an EROFS image's superblock says, and entry counts");
   inspect->add_option("IMG", *image, "EROFS image")->required();
   inspect->callback([image, status] { *status = RunInspect(*image); });
 
-  CLI::App* ls = layer->add_subcommand("ls", "List a directory of an EROFS image (ls -l style), or one entry");
+  CLI::App* ls =
+      layer->add_subcommand("ls", "List a directory of an EROFS image (ls -l style), or one entry");
   ls->add_option("IMG", *image, "EROFS image")->required();
   ls->add_option("PATH", *path, "Path in the image (default: the root)");
   ls->callback([image, path, status] { *status = RunLs(*image, *path); });

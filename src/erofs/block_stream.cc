@@ -9,8 +9,8 @@
 
 namespace evs::erofs {
 
-BlockStream::BlockStream(int fd, uint32_t block_size, uint64_t first_block,
-                         BlockObserver* observer, std::string name, size_t buffer_size)
+BlockStream::BlockStream(int fd, uint32_t block_size, uint64_t first_block, BlockObserver* observer,
+                         std::string name, size_t buffer_size)
     : fd_(fd),
       block_size_(block_size),
       observer_(observer),
@@ -30,7 +30,8 @@ Status BlockStream::FlushWholeBlocks() {
   const size_t whole = fill_ / block_size_ * block_size_;
   if (whole == 0) return OkStatus();
   EVS_RETURN_IF_ERROR(PwriteAll(fd_, buffer_.get(), whole, static_cast<off_t>(base_), name_));
-  if (observer_ != nullptr) observer_->OnBlocks(base_ / block_size_, buffer_.get(), whole / block_size_);
+  if (observer_ != nullptr)
+    observer_->OnBlocks(base_ / block_size_, buffer_.get(), whole / block_size_);
   const size_t rest = fill_ - whole;
   if (rest > 0) std::memmove(buffer_.get(), buffer_.get() + whole, rest);
   base_ += whole;

@@ -56,8 +56,8 @@ class BlockStream {
   std::string name_;
   std::unique_ptr<uint8_t[]> buffer_;
   size_t capacity_;
-  uint64_t base_;    // image offset of buffer_[0], a block boundary
-  size_t fill_ = 0;  // bytes buffered
+  uint64_t base_;            // image offset of buffer_[0], a block boundary
+  size_t fill_ = 0;          // bytes buffered
   uint64_t writeback_from_;  // first byte whose writeback has not been started
 };
 

@@ -60,14 +60,22 @@ uint64_t DirectorySize(const std::vector<DirItem>& items, uint32_t block_size) {
 
 uint8_t FileTypeOf(const Node* node) {
   switch (node->type) {
-    case EntryType::kRegular: return kFtRegular;
-    case EntryType::kDirectory: return kFtDirectory;
-    case EntryType::kSymlink: return kFtSymlink;
-    case EntryType::kCharDevice: return kFtCharDevice;
-    case EntryType::kBlockDevice: return kFtBlockDevice;
-    case EntryType::kFifo: return kFtFifo;
-    case EntryType::kSocket: return kFtSocket;
-    default: return kFtUnknown;
+    case EntryType::kRegular:
+      return kFtRegular;
+    case EntryType::kDirectory:
+      return kFtDirectory;
+    case EntryType::kSymlink:
+      return kFtSymlink;
+    case EntryType::kCharDevice:
+      return kFtCharDevice;
+    case EntryType::kBlockDevice:
+      return kFtBlockDevice;
+    case EntryType::kFifo:
+      return kFtFifo;
+    case EntryType::kSocket:
+      return kFtSocket;
+    default:
+      return kFtUnknown;
   }
 }
 

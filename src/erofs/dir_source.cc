@@ -45,8 +45,9 @@ Result<XattrList> ReadXattrs(int fd, const std::string& proc_path, const std::st
     if (name.empty()) continue;
     std::string value(256, '\0');
     for (;;) {
-      ssize_t n = fd >= 0 ? ::fgetxattr(fd, name.c_str(), value.data(), value.size())
-                          : ::lgetxattr(proc_path.c_str(), name.c_str(), value.data(), value.size());
+      ssize_t n = fd >= 0
+                      ? ::fgetxattr(fd, name.c_str(), value.data(), value.size())
+                      : ::lgetxattr(proc_path.c_str(), name.c_str(), value.data(), value.size());
       if (n >= 0) {
         value.resize(static_cast<size_t>(n));
         break;
@@ -127,7 +128,9 @@ struct Frame {
 class Walker {
  public:
   Walker(const std::string& root, ErofsWriter* writer, const DirSourceOptions& options)
-      : root_(root), writer_(writer), label_(options.input_name.empty() ? root : options.input_name) {}
+      : root_(root),
+        writer_(writer),
+        label_(options.input_name.empty() ? root : options.input_name) {}
 
   std::string Display(const std::string& rel) const {
     return rel.empty() ? label_ : label_ + "/" + rel;
@@ -184,7 +187,8 @@ class Walker {
 
     switch (st.st_mode & S_IFMT) {
       case S_IFDIR: {
-        EVS_ASSIGN_OR_RETURN(UniqueFd fd, Open(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, display));
+        EVS_ASSIGN_OR_RETURN(UniqueFd fd,
+                             Open(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, display));
         e.type = EntryType::kDirectory;
         EVS_ASSIGN_OR_RETURN(e.xattrs, ReadXattrs(fd.get(), "", display));
         EVS_RETURN_IF_ERROR(FilterOverlayXattrs(&e.xattrs, display));
@@ -233,7 +237,8 @@ class Walker {
     return writer_->Add(e, nullptr);
   }
 
-  static Result<UniqueFd> Open(int dir_fd, const std::string& name, int flags, const std::string& display) {
+  static Result<UniqueFd> Open(int dir_fd, const std::string& name, int flags,
+                               const std::string& display) {
     int fd = ::openat(dir_fd, name.c_str(), flags | O_CLOEXEC);
     if (fd < 0) return ErrnoError(errno, StrCat("open ", display));
     return UniqueFd(fd);

@@ -31,14 +31,22 @@ T Load(const uint8_t* p) {
 
 uint8_t FileTypeOfMode(uint32_t mode) {
   switch (mode & S_IFMT) {
-    case S_IFREG: return kFtRegular;
-    case S_IFDIR: return kFtDirectory;
-    case S_IFCHR: return kFtCharDevice;
-    case S_IFBLK: return kFtBlockDevice;
-    case S_IFIFO: return kFtFifo;
-    case S_IFSOCK: return kFtSocket;
-    case S_IFLNK: return kFtSymlink;
-    default: return kFtUnknown;
+    case S_IFREG:
+      return kFtRegular;
+    case S_IFDIR:
+      return kFtDirectory;
+    case S_IFCHR:
+      return kFtCharDevice;
+    case S_IFBLK:
+      return kFtBlockDevice;
+    case S_IFIFO:
+      return kFtFifo;
+    case S_IFSOCK:
+      return kFtSocket;
+    case S_IFLNK:
+      return kFtSymlink;
+    default:
+      return kFtUnknown;
   }
 }
 
@@ -64,7 +72,8 @@ Result<std::unique_ptr<ErofsReader>> ErofsReader::FromFd(UniqueFd fd, std::strin
 
 Status ErofsReader::ReadAt(uint64_t offset, void* buf, size_t n, std::string_view what) const {
   if (offset > image_bytes_ || n > image_bytes_ - offset)
-    return Corrupt(what, ": bytes [", offset, ", +", n, ") lie beyond the image end ", image_bytes_);
+    return Corrupt(what, ": bytes [", offset, ", +", n, ") lie beyond the image end ",
+                   image_bytes_);
   EVS_ASSIGN_OR_RETURN(size_t got, PreadFull(fd_.get(), buf, n, static_cast<off_t>(offset), name_));
   if (got != n) return Corrupt(what, ": file ends at ", offset + got);
   return OkStatus();
@@ -76,7 +85,8 @@ Status ErofsReader::ReadSuperBlock(uint64_t file_size) {
   EVS_ASSIGN_OR_RETURN(size_t got, PreadFull(fd_.get(), head, sizeof head, 0, name_));
   if (got < kSuperOffset + sizeof(SuperBlock)) return Corrupt("too short for an EROFS superblock");
   const SuperBlock sb = Load<SuperBlock>(head + kSuperOffset);
-  if (sb.magic != kSuperMagic) return Corrupt("no EROFS magic at offset 1024 (found 0x", std::hex, sb.magic, ")");
+  if (sb.magic != kSuperMagic)
+    return Corrupt("no EROFS magic at offset 1024 (found 0x", std::hex, sb.magic, ")");
   if (sb.blkszbits < 9 || sb.blkszbits > 12)
     return Corrupt("block size 2^", static_cast<int>(sb.blkszbits), " (9..12 supported)");
   blkbits_ = sb.blkszbits;
@@ -86,13 +96,15 @@ Status ErofsReader::ReadSuperBlock(uint64_t file_size) {
       return Corrupt("too short for its superblock checksum");
     const uint32_t crc = SuperBlockChecksum(head, summary_.block_size);
     if (crc != sb.checksum)
-      return Corrupt("superblock checksum 0x", std::hex, sb.checksum, " but the bytes give 0x", crc);
+      return Corrupt("superblock checksum 0x", std::hex, sb.checksum, " but the bytes give 0x",
+                     crc);
     summary_.checksum_present = true;
   }
   if (sb.feature_incompat & ~kKnownIncompat)
     return Status(Code::kUnimplemented, StrCat(name_, ": unsupported EROFS features 0x", std::hex,
                                                sb.feature_incompat & ~kKnownIncompat));
-  if (sb.dirblkbits != 0) return Corrupt("dirblkbits ", static_cast<int>(sb.dirblkbits), " (must be 0)");
+  if (sb.dirblkbits != 0)
+    return Corrupt("dirblkbits ", static_cast<int>(sb.dirblkbits), " (must be 0)");
   summary_.blocks = sb.blocks;
   summary_.inodes = sb.inos;
   summary_.root_nid = sb.root_nid;
@@ -133,7 +145,8 @@ Result<Inode> ErofsReader::ReadInode(uint64_t nid) const {
   EVS_RETURN_IF_ERROR(ReadAt(inode.offset, raw, sizeof(InodeCompact), what));
   const uint16_t format = Load<uint16_t>(raw);
   if (format & ~kInodeFormatAllOld)
-    return Status(Code::kUnimplemented, StrCat(name_, ": inode ", nid, ": i_format 0x", std::hex, format));
+    return Status(Code::kUnimplemented,
+                  StrCat(name_, ": inode ", nid, ": i_format 0x", std::hex, format));
   inode.data_layout = static_cast<uint8_t>((format >> 1) & 7);
   if (inode.data_layout > kChunkBased)
     return Corrupt(what, ": data layout ", static_cast<int>(inode.data_layout));
@@ -181,7 +194,8 @@ Result<Inode> ErofsReader::ReadInode(uint64_t nid) const {
       return Corrupt(what, ": bogus mode 0", std::oct, inode.mode);
   }
   if (inode.data_layout == kChunkBased) {
-    if (inode.raw_u & ~uint32_t{0x7F}) return Corrupt(what, ": chunk format 0x", std::hex, inode.raw_u);
+    if (inode.raw_u & ~uint32_t{0x7F})
+      return Corrupt(what, ": chunk format 0x", std::hex, inode.raw_u);
     if (inode.raw_u & kChunkFormat48Bit)
       return Status(Code::kUnimplemented, StrCat(name_, ": inode ", nid, ": 48-bit chunk indexes"));
   }
@@ -201,7 +215,8 @@ Result<size_t> ErofsReader::ReadChunked(const Inode& inode, uint64_t offset, voi
   const uint64_t chunknr = offset >> chunkbits;
   const uint64_t in_chunk = offset - (chunknr << chunkbits);
   const uint64_t base = (InlineDataOffset(inode) + unit - 1) / unit * unit;
-  if (chunknr > image_bytes_ / unit) return Corrupt("inode ", inode.nid, ": chunk ", chunknr, " beyond the image");
+  if (chunknr > image_bytes_ / unit)
+    return Corrupt("inode ", inode.nid, ": chunk ", chunknr, " beyond the image");
   const std::string what = StrCat("inode ", inode.nid, " chunk ", chunknr);
   uint32_t blkaddr;
   uint16_t device_id = 0;
@@ -227,7 +242,8 @@ Result<size_t> ErofsReader::ReadChunked(const Inode& inode, uint64_t offset, voi
   while (mask < summary_.devices.size() + 1) mask <<= 1;
   device_id &= static_cast<uint16_t>(mask - 1);
   if (device_id > 0) {
-    if (device_id > summary_.devices.size()) return Corrupt(what, ": device ", device_id, " not in the table");
+    if (device_id > summary_.devices.size())
+      return Corrupt(what, ": device ", device_id, " not in the table");
     block += summary_.devices[device_id - 1].uniaddr;
   }
   EVS_RETURN_IF_ERROR(ReadAt((block << blkbits_) + in_chunk, buf, n, what));
@@ -252,9 +268,11 @@ Result<size_t> ErofsReader::ReadData(const Inode& inode, uint64_t offset, void* 
         // FLAT_INLINE: all blocks but the last from raw_blkaddr, the last
         // one inline after the inode and its xattrs (§1.3; data.c).
         const uint64_t nblocks = inode.size / bs + (inode.size % bs != 0);
-        const uint64_t plain_end = inode.data_layout == kFlatInline ? (nblocks - 1) * bs : inode.size;
+        const uint64_t plain_end =
+            inode.data_layout == kFlatInline ? (nblocks - 1) * bs : inode.size;
         if (pos < plain_end) {
-          if (pos > image_bytes_) return Corrupt("inode ", inode.nid, ": data offset ", pos, " beyond the image");
+          if (pos > image_bytes_)
+            return Corrupt("inode ", inode.nid, ": data offset ", pos, " beyond the image");
           k = static_cast<size_t>(std::min<uint64_t>(n - done, plain_end - pos));
           EVS_RETURN_IF_ERROR(ReadAt((uint64_t{inode.raw_u} << blkbits_) + pos, out + done, k,
                                      StrCat("inode ", inode.nid, " data")));
@@ -284,7 +302,8 @@ Result<size_t> ErofsReader::ReadData(const Inode& inode, uint64_t offset, void* 
 }
 
 Result<std::string> ErofsReader::ReadSymlink(const Inode& inode) const {
-  if (!inode.is_symlink()) return FailedPreconditionError(name_, ": inode ", inode.nid, " is not a symlink");
+  if (!inode.is_symlink())
+    return FailedPreconditionError(name_, ": inode ", inode.nid, " is not a symlink");
   if (inode.size == 0 || inode.size > kMaxSymlink)
     return Corrupt("inode ", inode.nid, ": symlink of ", inode.size, " bytes");
   std::string target(inode.size, '\0');
@@ -294,8 +313,10 @@ Result<std::string> ErofsReader::ReadSymlink(const Inode& inode) const {
 }
 
 Result<std::vector<DirectoryEntry>> ErofsReader::ReadDirectory(const Inode& dir) const {
-  if (!dir.is_dir()) return FailedPreconditionError(name_, ": inode ", dir.nid, " is not a directory");
-  if (dir.size > image_bytes_) return Corrupt("directory ", dir.nid, ": size ", dir.size, " exceeds the image");
+  if (!dir.is_dir())
+    return FailedPreconditionError(name_, ": inode ", dir.nid, " is not a directory");
+  if (dir.size > image_bytes_)
+    return Corrupt("directory ", dir.nid, ": size ", dir.size, " exceeds the image");
   const uint32_t bs = summary_.block_size;
   std::vector<DirectoryEntry> entries;
   std::vector<uint8_t> block(bs);
@@ -305,7 +326,8 @@ Result<std::vector<DirectoryEntry>> ErofsReader::ReadDirectory(const Inode& dir)
     const std::string what = StrCat("directory ", dir.nid, " block ", pos / bs);
     EVS_ASSIGN_OR_RETURN(size_t got, ReadData(dir, pos, block.data(), maxsize));
     if (got != maxsize) return Corrupt(what, ": short read");
-    if (maxsize < sizeof(Dirent)) return Corrupt(what, ": ", maxsize, " bytes cannot hold a dirent");
+    if (maxsize < sizeof(Dirent))
+      return Corrupt(what, ": ", maxsize, " bytes cannot hold a dirent");
     // §1.4, dir.c: nameoff of the first dirent gives the count.
     const uint32_t nameoff0 = Load<uint16_t>(block.data() + 8);
     if (nameoff0 < sizeof(Dirent) || nameoff0 >= maxsize || nameoff0 % sizeof(Dirent) != 0)
@@ -343,12 +365,14 @@ Result<Xattrs> ErofsReader::ReadXattrs(const Inode& inode) const {
   Xattrs out;
   if (inode.xattr_size == 0) return out;
   const std::string what = StrCat("inode ", inode.nid, " xattrs");
-  if (inode.xattr_size < sizeof(XattrIbodyHeader)) return Corrupt(what, ": area of ", inode.xattr_size, " bytes");
+  if (inode.xattr_size < sizeof(XattrIbodyHeader))
+    return Corrupt(what, ": area of ", inode.xattr_size, " bytes");
   std::vector<uint8_t> body(inode.xattr_size);
   EVS_RETURN_IF_ERROR(ReadAt(inode.offset + inode.inode_size(), body.data(), body.size(), what));
   const XattrIbodyHeader h = Load<XattrIbodyHeader>(body.data());
   size_t pos = sizeof h + 4 * size_t{h.h_shared_count};
-  if (pos > body.size()) return Corrupt(what, ": ", static_cast<int>(h.h_shared_count), " shared ids overflow the area");
+  if (pos > body.size())
+    return Corrupt(what, ": ", static_cast<int>(h.h_shared_count), " shared ids overflow the area");
 
   auto decode = [&](uint8_t index, std::string_view suffix, std::string value,
                     const std::string& where) -> Status {
@@ -433,20 +457,22 @@ Status ErofsReader::Walk(
     std::vector<Pending> children;
     for (DirectoryEntry& e : entries) {
       if (e.name == ".") {
-        if (e.nid != p.inode.nid) return Corrupt("directory \"", where, "\": \".\" names nid ", e.nid);
+        if (e.nid != p.inode.nid)
+          return Corrupt("directory \"", where, "\": \".\" names nid ", e.nid);
         dot = true;
         continue;
       }
       if (e.name == "..") {
-        if (e.nid != p.parent) return Corrupt("directory \"", where, "\": \"..\" names nid ", e.nid);
+        if (e.nid != p.parent)
+          return Corrupt("directory \"", where, "\": \"..\" names nid ", e.nid);
         dotdot = true;
         continue;
       }
       std::string path = p.path.empty() ? e.name : p.path + "/" + e.name;
       EVS_ASSIGN_OR_RETURN(Inode child, ReadInode(e.nid));
       if (FileTypeOfMode(child.mode) != e.file_type)
-        return Corrupt("\"", path, "\": dirent type ", static_cast<int>(e.file_type),
-                       " but inode ", e.nid, " has mode 0", std::oct, child.mode);
+        return Corrupt("\"", path, "\": dirent type ", static_cast<int>(e.file_type), " but inode ",
+                       e.nid, " has mode 0", std::oct, child.mode);
       if (child.is_dir() && !seen_dirs.insert(child.nid).second)
         return Corrupt("\"", path, "\": directory nid ", child.nid, " reached twice");
       children.push_back({std::move(path), child, p.inode.nid});
@@ -461,13 +487,26 @@ Status ErofsReader::Walk(
 std::string ModeString(uint32_t mode) {
   std::string s(10, '-');
   switch (mode & S_IFMT) {
-    case S_IFDIR: s[0] = 'd'; break;
-    case S_IFLNK: s[0] = 'l'; break;
-    case S_IFCHR: s[0] = 'c'; break;
-    case S_IFBLK: s[0] = 'b'; break;
-    case S_IFIFO: s[0] = 'p'; break;
-    case S_IFSOCK: s[0] = 's'; break;
-    default: break;
+    case S_IFDIR:
+      s[0] = 'd';
+      break;
+    case S_IFLNK:
+      s[0] = 'l';
+      break;
+    case S_IFCHR:
+      s[0] = 'c';
+      break;
+    case S_IFBLK:
+      s[0] = 'b';
+      break;
+    case S_IFIFO:
+      s[0] = 'p';
+      break;
+    case S_IFSOCK:
+      s[0] = 's';
+      break;
+    default:
+      break;
   }
   const char* rwx = "rwxrwxrwx";
   for (int i = 0; i < 9; ++i)

@@ -56,7 +56,8 @@ Status TailStore::Spill() {
     if (!scratch_dir_.empty()) break;
   }
   if (!file_.valid()) return last.Annotate("spill small-file tails");
-  EVS_RETURN_IF_ERROR(PwriteAll(file_.get(), memory_.data(), memory_.size(), 0, "tail scratch file"));
+  EVS_RETURN_IF_ERROR(
+      PwriteAll(file_.get(), memory_.data(), memory_.size(), 0, "tail scratch file"));
   pending_base_ = memory_.size();
   std::vector<uint8_t>().swap(memory_);
   pending_.reserve(kWriteBuffer);
@@ -99,7 +100,8 @@ Status TailStore::Read(uint64_t ref, void* out, size_t n) {
     n = static_cast<size_t>(from - ref);
   }
   if (n == 0) return OkStatus();
-  EVS_ASSIGN_OR_RETURN(size_t got, PreadFull(file_.get(), o, n, static_cast<off_t>(ref), "tail scratch file"));
+  EVS_ASSIGN_OR_RETURN(size_t got,
+                       PreadFull(file_.get(), o, n, static_cast<off_t>(ref), "tail scratch file"));
   if (got != n) return InternalError("tail scratch file: short read at ", ref);
   return OkStatus();
 }

@@ -35,8 +35,8 @@ class TailStore {
   std::string scratch_dir_;
   int output_fd_;
   size_t memory_limit_;
-  std::vector<uint8_t> memory_;  // bytes [0, memory_.size()) while not spilled
-  UniqueFd file_;                // after spilling: every byte
+  std::vector<uint8_t> memory_;   // bytes [0, memory_.size()) while not spilled
+  UniqueFd file_;                 // after spilling: every byte
   std::vector<uint8_t> pending_;  // bytes appended to the file but not written yet
   uint64_t pending_base_ = 0;
   uint64_t size_ = 0;

@@ -9,8 +9,7 @@ namespace evs::erofs {
 std::vector<std::pair<std::string_view, Node*>> SortedChildren(const Node* dir) {
   std::vector<std::pair<std::string_view, Node*>> out(dir->dir->children.begin(),
                                                       dir->dir->children.end());
-  std::sort(out.begin(), out.end(),
-            [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   return out;
 }
 

@@ -65,14 +65,14 @@ struct Node {
   // Filled by the writer's Finish().
   struct Layout {
     bool placed = false;
-    uint8_t inode_size = 0;      // 32 or 64
-    uint8_t data_layout = 0;     // DataLayout
-    uint32_t xattr_size = 0;     // inline xattr area
-    uint32_t inline_size = 0;    // bytes after the xattrs (tail or chunk indexes)
-    uint32_t ino = 0;            // i_ino
+    uint8_t inode_size = 0;    // 32 or 64
+    uint8_t data_layout = 0;   // DataLayout
+    uint32_t xattr_size = 0;   // inline xattr area
+    uint32_t inline_size = 0;  // bytes after the xattrs (tail or chunk indexes)
+    uint32_t ino = 0;          // i_ino
     uint32_t nlink = 0;
-    uint64_t meta_offset = 0;    // from the start of the inode area; nid = /32
-    uint64_t extra_block = 0;    // directory / symlink blocks
+    uint64_t meta_offset = 0;  // from the start of the inode area; nid = /32
+    uint64_t extra_block = 0;  // directory / symlink blocks
     uint32_t extra_blocks = 0;
   } layout;
 };

@@ -78,7 +78,8 @@ std::string_view BaseName(std::string_view path) {
 uint32_t XattrEntrySize(const std::string& name, const std::string& value) {
   auto split = SplitXattrName(name);
   if (!split || split->second.size() > kNameLen || value.size() > 0xFFFF) return 0;
-  return XattrAlign(static_cast<uint32_t>(sizeof(XattrEntry) + split->second.size() + value.size()));
+  return XattrAlign(
+      static_cast<uint32_t>(sizeof(XattrEntry) + split->second.size() + value.size()));
 }
 
 // The inline xattr area if nothing were shared: the most an inode can need.
@@ -91,14 +92,22 @@ uint64_t MaxXattrIbody(const std::vector<std::pair<std::string, std::string>>& x
 
 uint16_t ModeType(EntryType type) {
   switch (type) {
-    case EntryType::kRegular: return S_IFREG;
-    case EntryType::kDirectory: return S_IFDIR;
-    case EntryType::kSymlink: return S_IFLNK;
-    case EntryType::kCharDevice: return S_IFCHR;
-    case EntryType::kBlockDevice: return S_IFBLK;
-    case EntryType::kFifo: return S_IFIFO;
-    case EntryType::kSocket: return S_IFSOCK;
-    default: return 0;
+    case EntryType::kRegular:
+      return S_IFREG;
+    case EntryType::kDirectory:
+      return S_IFDIR;
+    case EntryType::kSymlink:
+      return S_IFLNK;
+    case EntryType::kCharDevice:
+      return S_IFCHR;
+    case EntryType::kBlockDevice:
+      return S_IFBLK;
+    case EntryType::kFifo:
+      return S_IFIFO;
+    case EntryType::kSocket:
+      return S_IFSOCK;
+    default:
+      return 0;
   }
 }
 
@@ -213,9 +222,11 @@ class WriterImpl final : public ErofsWriter {
                           "\" is outside the namespaces EROFS stores (user., trusted., "
                           "security., system.posix_acl_*)");
       }
-      if (split->second.size() > kNameLen) return EntryError(e, "xattr name \"", name, "\" too long");
+      if (split->second.size() > kNameLen)
+        return EntryError(e, "xattr name \"", name, "\" too long");
       if (value.size() > 0xFFFF)
-        return EntryError(e, "xattr \"", name, "\" value of ", value.size(), " bytes (at most 65535)");
+        return EntryError(e, "xattr \"", name, "\" value of ", value.size(),
+                          " bytes (at most 65535)");
     }
     if (MaxXattrIbody(e.xattrs) > kMaxXattrIbody)
       return EntryError(e, "xattrs take more than ", kMaxXattrIbody, " bytes");
@@ -267,7 +278,8 @@ class WriterImpl final : public ErofsWriter {
           return EntryError(e, "hardlink target \"", e.link_target, "\" is not a normalised path");
         Node* target = tree_.Lookup(e.link_target);
         if (target == nullptr)
-          return EntryError(e, "hardlink to \"", e.link_target, "\", which is not an earlier entry");
+          return EntryError(e, "hardlink to \"", e.link_target,
+                            "\", which is not an earlier entry");
         if (target->type == EntryType::kDirectory)
           return EntryError(e, "hardlink to directory \"", e.link_target, "\"");
         tree_.Link(parent, name, target);
@@ -309,7 +321,8 @@ class WriterImpl final : public ErofsWriter {
     SetAttributes(node, e);
     if (e.type == EntryType::kSymlink) {
       node->size = e.link_target.size();
-      EVS_ASSIGN_OR_RETURN(node->tail_ref, tails_.Append(e.link_target.data(), e.link_target.size()));
+      EVS_ASSIGN_OR_RETURN(node->tail_ref,
+                           tails_.Append(e.link_target.data(), e.link_target.size()));
     }
     if (e.type == EntryType::kCharDevice || e.type == EntryType::kBlockDevice)
       node->rdev = EncodeDev(e.rdev_major, e.rdev_minor);
@@ -364,7 +377,8 @@ class WriterImpl final : public ErofsWriter {
     while (have < tail) {
       Result<size_t> got = src->Read(buf + have, tail - have);
       if (!got.ok()) return got.status().Annotate(StrCat("entry \"", e.path, "\""));
-      if (*got == 0) return EntryError(e, "data ended after ", done + have, " of ", e.size, " bytes");
+      if (*got == 0)
+        return EntryError(e, "data ended after ", done + have, " of ", e.size, " bytes");
       have += *got;
     }
     EVS_ASSIGN_OR_RETURN(node->tail_ref, tails_.Append(buf, tail));
@@ -458,7 +472,8 @@ class WriterImpl final : public ErofsWriter {
     for (Node* node : order_) {
       auto& l = node->layout;
       l.xattr_size = XattrAreaSize(node);
-      if (node->type == EntryType::kDirectory) node->size = DirectorySize(DirectoryItems(node), bs_);
+      if (node->type == EntryType::kDirectory)
+        node->size = DirectorySize(DirectoryItems(node), bs_);
       const uint64_t size = node->size;
       const bool compact = node->mtime == options_.epoch && node->mtime_nsec == 0 &&
                            node->uid <= 0xFFFF && node->gid <= 0xFFFF && l.nlink <= 0xFFFF &&
@@ -538,16 +553,18 @@ class WriterImpl final : public ErofsWriter {
       if (node->type == EntryType::kSymlink) {
         char target[kMaxSymlink];
         EVS_RETURN_IF_ERROR(tails_.Read(node->tail_ref, target, node->size));
-        EVS_RETURN_IF_ERROR(out->Append(target, std::min<uint64_t>(node->size, uint64_t{l.extra_blocks} * bs_)));
+        EVS_RETURN_IF_ERROR(
+            out->Append(target, std::min<uint64_t>(node->size, uint64_t{l.extra_blocks} * bs_)));
         EVS_RETURN_IF_ERROR(out->PadToBlock());
         continue;
       }
       uint64_t emitted = 0;
-      EVS_RETURN_IF_ERROR(EmitDirectoryBlocks(
-          DirectoryItems(node), bs_, [&](const uint8_t* block, size_t) -> Status {
-            if (emitted++ >= l.extra_blocks) return OkStatus();  // the inline tail
-            return out->Append(block, bs_);
-          }));
+      EVS_RETURN_IF_ERROR(EmitDirectoryBlocks(DirectoryItems(node), bs_,
+                                              [&](const uint8_t* block, size_t) -> Status {
+                                                if (emitted++ >= l.extra_blocks)
+                                                  return OkStatus();  // the inline tail
+                                                return out->Append(block, bs_);
+                                              }));
     }
     return out->PadToBlock();
   }
@@ -578,7 +595,8 @@ class WriterImpl final : public ErofsWriter {
     switch (node->type) {
       case EntryType::kRegular:
         if (node->size == 0) return 0;
-        return node->size >= bs_ || !node->tail_inline ? static_cast<uint32_t>(node->data_start) : 0;
+        return node->size >= bs_ || !node->tail_inline ? static_cast<uint32_t>(node->data_start)
+                                                       : 0;
       case EntryType::kDirectory:
       case EntryType::kSymlink:
         return static_cast<uint32_t>(l.extra_block);
@@ -604,7 +622,9 @@ class WriterImpl final : public ErofsWriter {
     std::vector<const std::pair<std::string, std::string>*> entries;
     SplitXattrs(node, &shared, &entries);
     const uint16_t icount =
-        l.xattr_size == 0 ? 0 : static_cast<uint16_t>((l.xattr_size - sizeof(XattrIbodyHeader)) / 4 + 1);
+        l.xattr_size == 0
+            ? 0
+            : static_cast<uint16_t>((l.xattr_size - sizeof(XattrIbodyHeader)) / 4 + 1);
 
     if (l.inode_size == sizeof(InodeCompact)) {
       InodeCompact d{};
@@ -745,12 +765,13 @@ class WriterImpl final : public ErofsWriter {
       if (node->type != EntryType::kRegular || node->size == 0) continue;
       const uint64_t end = node->data_start + node->size;
       const uint64_t last_block =
-          node->data_start / bs_ + (ChunkCount(node->size) - 1) * (uint64_t{1} << ChunkBits(node->size));
+          node->data_start / bs_ +
+          (ChunkCount(node->size) - 1) * (uint64_t{1} << ChunkBits(node->size));
       if (end > tar_bytes_ || end < node->data_start || last_block > 0xFFFFFFFEu) {
-        return InvalidArgumentError(
-            options_.input_name.empty() ? "" : options_.input_name + ": ", "entry \"",
-            PathOf(node), "\" at offset ", node->tail_ref, ": data [", node->data_start,
-            ", +", node->size, ") lies beyond the ", tar_bytes_, " tar bytes received");
+        return InvalidArgumentError(options_.input_name.empty() ? "" : options_.input_name + ": ",
+                                    "entry \"", PathOf(node), "\" at offset ", node->tail_ref,
+                                    ": data [", node->data_start, ", +", node->size,
+                                    ") lies beyond the ", tar_bytes_, " tar bytes received");
       }
     }
     return OkStatus();

@@ -4,10 +4,10 @@
 // completely. Each must give a status — OK or an error naming the image —
 // and never crash or read out of bounds (scripts/test.sh runs this under
 // ASan). Seeds are fixed, so a failure reproduces.
+#include <gtest/gtest.h>
+
 #include <cstring>
 #include <random>
-
-#include <gtest/gtest.h>
 
 #include "evs/common/file.h"
 #include "image_builder.h"
@@ -27,7 +27,8 @@ std::string RichImage(const TempDir& t, erofs::Mode mode) {
   if (mode == erofs::Mode::kTarIndex) {
     EXPECT_TRUE(b.writer()->AddTarBytes(tar.data(), tar.size()).ok());
   }
-  auto file = [&](const std::string& path, size_t size, std::vector<std::pair<std::string, std::string>> x = {}) {
+  auto file = [&](const std::string& path, size_t size,
+                  std::vector<std::pair<std::string, std::string>> x = {}) {
     LayerEntry e = Entry(path, EntryType::kRegular, 0644, static_cast<int64_t>(size));
     e.xattrs = std::move(x);
     e.size = size;
@@ -37,9 +38,12 @@ std::string RichImage(const TempDir& t, erofs::Mode mode) {
     EXPECT_TRUE(b.writer()->Add(e, &s).ok()) << path;
   };
   EXPECT_TRUE(b.Dir("wide").ok());
-  for (int i = 0; i < 300; ++i) file("wide/" + std::string(1 + i % 60, 'w') + std::to_string(i), i * 3);
+  for (int i = 0; i < 300; ++i)
+    file("wide/" + std::string(1 + i % 60, 'w') + std::to_string(i), i * 3);
   for (size_t s : {0, 1, 100, 4095, 4096, 4097, 9000}) file("sizes/" + std::to_string(s), s);
-  for (int i = 0; i < 4; ++i) file("caps/" + std::to_string(i), 10, {{"security.capability", std::string(20, 'c')}, {"user.i", std::to_string(i)}});
+  for (int i = 0; i < 4; ++i)
+    file("caps/" + std::to_string(i), 10,
+         {{"security.capability", std::string(20, 'c')}, {"user.i", std::to_string(i)}});
   file("fat", 3000, {{"user.big", std::string(2000, 'b')}});
   EXPECT_TRUE(b.Symlink("short", "sizes/1").ok());
   EXPECT_TRUE(b.Symlink("long", std::string(4000, 'l')).ok());
@@ -67,10 +71,18 @@ Outcome CorruptAndRead(const std::string& image, int rounds, uint32_t seed) {
       // A quarter of the flips hit the superblock, the rest anywhere.
       size_t at = rng() % 4 == 0 ? 1024 + rng() % 128 : rng() % bytes.size();
       switch (rng() % 4) {
-        case 0: bytes[at] = static_cast<char>(rng()); break;
-        case 1: bytes[at] ^= static_cast<char>(1 << (rng() % 8)); break;
-        case 2: bytes[at] = '\xff'; break;
-        default: bytes[at] = 0; break;
+        case 0:
+          bytes[at] = static_cast<char>(rng());
+          break;
+        case 1:
+          bytes[at] ^= static_cast<char>(1 << (rng() % 8));
+          break;
+        case 2:
+          bytes[at] = '\xff';
+          break;
+        default:
+          bytes[at] = 0;
+          break;
       }
     }
     Status s = OpenAndReadEverything(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
@@ -132,8 +144,8 @@ TEST(ErofsReaderHostile, RandomCorruptionWithoutTheChecksumNeverCrashes) {
 TEST(ErofsReaderHostile, TruncatedImagesAreRejected) {
   TempDir t;
   std::string image = RichImage(t, erofs::Mode::kFull);
-  for (size_t len : {size_t{0}, size_t{100}, size_t{1100}, size_t{4096}, image.size() / 2, image.size() - 4096,
-                     image.size() - 1}) {
+  for (size_t len : {size_t{0}, size_t{100}, size_t{1100}, size_t{4096}, image.size() / 2,
+                     image.size() - 4096, image.size() - 1}) {
     Status s = OpenAndReadEverything(reinterpret_cast<const uint8_t*>(image.data()), len);
     EXPECT_FALSE(s.ok()) << "length " << len;
   }
@@ -151,7 +163,8 @@ TEST(ErofsReaderHostile, GarbageBehindAValidSuperblockNeverCrashes) {
     sb.root_nid = static_cast<uint16_t>(rng() % 64);
     sb.meta_blkaddr = rng() % 4;
     sb.xattr_blkaddr = rng() % 4;
-    sb.feature_incompat = rng() % 2 ? erofs::kFeatureIncompatChunkedFile | erofs::kFeatureIncompatDeviceTable : 0;
+    sb.feature_incompat =
+        rng() % 2 ? erofs::kFeatureIncompatChunkedFile | erofs::kFeatureIncompatDeviceTable : 0;
     sb.extra_devices = static_cast<uint16_t>(rng() % 3);
     sb.devt_slotoff = static_cast<uint16_t>(9 + rng() % 4);
     std::memcpy(bytes.data() + 1024, &sb, sizeof sb);
@@ -167,9 +180,11 @@ TEST(ErofsReaderHostile, CorruptedMkfsImagesNeverCrash) {
        "ln -s d/f1 link && ln d/f2 hard");
   // Default layout (inline tails) and chunked files with 4-byte block maps.
   for (const std::string flags : {"", "--chunksize=4096"}) {
-    ShOk("mkfs.erofs " + flags + " '" + t.Join("mkfs.img") + "' '" + t.Join("src") + "' >/dev/null");
+    ShOk("mkfs.erofs " + flags + " '" + t.Join("mkfs.img") + "' '" + t.Join("src") +
+         "' >/dev/null");
     std::string image = ReadFileOrDie(t.Join("mkfs.img"));
-    Status intact = OpenAndReadEverything(reinterpret_cast<const uint8_t*>(image.data()), image.size());
+    Status intact =
+        OpenAndReadEverything(reinterpret_cast<const uint8_t*>(image.data()), image.size());
     EXPECT_TRUE(intact.ok()) << flags << ": " << intact.ToString();
     Outcome o = CorruptAndRead(image, 500, 5);
     EXPECT_GT(o.failed, 0) << flags;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <map>
@@ -9,8 +10,6 @@
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "evs/common/byte_stream.h"
 #include "evs/common/digest.h"
@@ -114,7 +113,8 @@ inline TreeSnapshot SnapshotWithReader(const erofs::ErofsReader& reader) {
     e.mtime = inode.mtime;
     if (inode.is_reg()) {
       e.size = inode.size;
-      e.content = inode.size == 0 ? "empty" : HexEncode(Digest::Sha256Of(ReadAll(reader, inode)).raw());
+      e.content =
+          inode.size == 0 ? "empty" : HexEncode(Digest::Sha256Of(ReadAll(reader, inode)).raw());
     }
     if (inode.is_symlink()) {
       auto t = reader.ReadSymlink(inode);

@@ -1,10 +1,9 @@
 // ErofsReader against images from another implementation: mkfs.erofs
 // (erofs-utils) builds images of a tree, and the reader must see that tree.
 // And the directory walk: AddDirectory then the reader must see the source.
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
-
-#include <gtest/gtest.h>
 
 #include "evs/erofs/dir_source.h"
 #include "image_builder.h"
@@ -21,9 +20,11 @@ std::string MakePlainTree(const TempDir& t) {
   uint32_t seed = 10;
   for (uint64_t size : {0, 1, 100, 4095, 4096, 4097, 12289, 70000})
     WriteRandomFile(src + "/f" + std::to_string(size), size, seed++);
-  for (int i = 0; i < 1500; ++i) WriteFile(src + "/wide/entry" + std::to_string(i) + std::string(i % 40, 'z'), "");
+  for (int i = 0; i < 1500; ++i)
+    WriteFile(src + "/wide/entry" + std::to_string(i) + std::string(i % 40, 'z'), "");
   WriteFile(src + "/sub/deeper/\xc3\xa9t\xc3\xa9", "utf-8");
-  ShOk("cd '" + src + "' && ln -s f100 rel && ln -s /nowhere abs && ln f4097 sub/hard && chmod 4755 f1");
+  ShOk("cd '" + src +
+       "' && ln -s f100 rel && ln -s /nowhere abs && ln f4097 sub/hard && chmod 4755 f1");
   ::setxattr((src + "/f100").c_str(), "user.note", "hello", 5, 0);
   ShOk("touch -h -d @1234567890 '" + src + "/rel' && touch -d @-5000 '" + src + "/f0'");
   return src;
@@ -36,8 +37,8 @@ TEST(ErofsReader, ReadsMkfsImagesAsTheirSourceTree) {
   const TreeSnapshot expected = SnapshotTree(src);
   // Inline tails (default), no inlining, chunked files (4-byte block maps).
   for (const std::string flags : {"", "-Enoinline_data", "--chunksize=8192", "-x1"}) {
-    ShOk("rm -f '" + t.Join("img") + "' && mkfs.erofs " + flags + " '" + t.Join("img") + "' '" + src +
-         "' >/dev/null");
+    ShOk("rm -f '" + t.Join("img") + "' && mkfs.erofs " + flags + " '" + t.Join("img") + "' '" +
+         src + "' >/dev/null");
     auto reader = erofs::ErofsReader::Open(t.Join("img"));
     ASSERT_TRUE(reader.ok()) << flags << ": " << reader.status().ToString();
     EXPECT_EQ(DiffSnapshots(expected, SnapshotWithReader(**reader)), "") << "mkfs.erofs " << flags;
@@ -114,7 +115,8 @@ TEST(DirSource, OverlayBookkeepingXattrsAreDroppedOpaqueKept) {
   };
   // user.overlay.* is what overlayfs writes with the userxattr option; the
   // same rules apply to trusted.overlay.* (root only).
-  if (!set(src + "/opaque", "user.overlay.opaque", "y")) GTEST_SKIP() << "no user xattrs on " << t.path();
+  if (!set(src + "/opaque", "user.overlay.opaque", "y"))
+    GTEST_SKIP() << "no user xattrs on " << t.path();
   ASSERT_TRUE(set(src + "/opaque", "user.overlay.origin", "handle"));
   ASSERT_TRUE(set(src + "/file", "user.overlay.impure", "y"));
   ASSERT_TRUE(set(src + "/file", "user.kept", "1"));

@@ -6,12 +6,11 @@
 // (seconds), sizes, contents, link targets, device numbers, xattrs and
 // hardlink groups. fsck.erofs must accept every full-mode image. The same for
 // `--from-dir` against the source tree.
+#include <gtest/gtest.h>
 #include <sys/mount.h>
 
 #include <string>
 #include <tuple>
-
-#include <gtest/gtest.h>
 
 #include "evs/common/mount.h"
 #include "evs/erofs/reader.h"
@@ -24,14 +23,14 @@ namespace {
 std::string Evs() { return BuildDir() + "/src/cli/evs"; }
 
 // Skips unless the machine can run these tests.
-#define REQUIRE_ROUND_TRIP_TOOLS()                                                    \
-  do {                                                                                \
-    EVS_REQUIRE_ROOT();                                                               \
-    if (!KernelHasFilesystem("erofs")) Sh("modprobe erofs");                          \
-    if (!KernelHasFilesystem("erofs")) GTEST_SKIP() << "kernel without erofs";        \
-    EVS_REQUIRE_PROGRAM("tar");                                                       \
-    EVS_REQUIRE_PROGRAM("zstd");                                                      \
-    EVS_REQUIRE_PROGRAM("gzip");                                                      \
+#define REQUIRE_ROUND_TRIP_TOOLS()                                             \
+  do {                                                                         \
+    EVS_REQUIRE_ROOT();                                                        \
+    if (!KernelHasFilesystem("erofs")) Sh("modprobe erofs");                   \
+    if (!KernelHasFilesystem("erofs")) GTEST_SKIP() << "kernel without erofs"; \
+    EVS_REQUIRE_PROGRAM("tar");                                                \
+    EVS_REQUIRE_PROGRAM("zstd");                                               \
+    EVS_REQUIRE_PROGRAM("gzip");                                               \
   } while (0)
 
 // A tmpfs for the trees, archives and images of one test: creating 100 000
@@ -41,7 +40,8 @@ class Scratch {
  public:
   Scratch() : dir_("evs-roundtrip") {
     ShOk("mkdir '" + dir_.Join("fs") + "'");
-    Result<MountPoint> m = MountPoint::Mount("tmpfs", dir_.Join("fs"), "tmpfs", 0, "size=4g,mode=0755");
+    Result<MountPoint> m =
+        MountPoint::Mount("tmpfs", dir_.Join("fs"), "tmpfs", 0, "size=4g,mode=0755");
     EXPECT_TRUE(m.ok()) << m.status().ToString();
     if (m.ok()) mount_ = std::move(*m);
   }
@@ -119,8 +119,10 @@ std::string Pack(const std::string& src, const std::string& dir, const std::stri
 
 // tar -x of `dir`/layer.tar into `dir`/x, as the oracle sees it.
 TreeSnapshot ExtractAndSnapshot(const std::string& dir) {
-  ShOk("mkdir '" + dir + "/x' && tar --xattrs --xattrs-include='*' --numeric-owner --same-owner "
-       "-p -C '" + dir + "/x' -xf '" + dir + "/layer.tar'");
+  ShOk("mkdir '" + dir +
+       "/x' && tar --xattrs --xattrs-include='*' --numeric-owner --same-owner "
+       "-p -C '" +
+       dir + "/x' -xf '" + dir + "/layer.tar'");
   return ApplyWhiteouts(SnapshotTree(dir + "/x"));
 }
 
@@ -161,14 +163,14 @@ TEST_P(TarRoundTrip, KernelSeesWhatTarExtracts) {
   ConvertAndCompare(t.path(), blob, mode, expected);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Formats, TarRoundTrip,
-    ::testing::Combine(::testing::Values("ustar", "gnu", "posix"),
-                       ::testing::Values("none", "gzip", "zstd"),
-                       ::testing::Values("full", "index")),
-    [](const ::testing::TestParamInfo<Params>& info) {
-      return std::get<0>(info.param) + "_" + std::get<1>(info.param) + "_" + std::get<2>(info.param);
-    });
+INSTANTIATE_TEST_SUITE_P(Formats, TarRoundTrip,
+                         ::testing::Combine(::testing::Values("ustar", "gnu", "posix"),
+                                            ::testing::Values("none", "gzip", "zstd"),
+                                            ::testing::Values("full", "index")),
+                         [](const ::testing::TestParamInfo<Params>& info) {
+                           return std::get<0>(info.param) + "_" + std::get<1>(info.param) + "_" +
+                                  std::get<2>(info.param);
+                         });
 
 TEST(TarRoundTripLarge, HundredMebibyteFile) {
   REQUIRE_ROUND_TRIP_TOOLS();

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -15,8 +16,6 @@
 #include <functional>
 #include <random>
 #include <sstream>
-
-#include <gtest/gtest.h>
 
 #include "evs/common/digest.h"
 #include "evs/common/fd.h"
@@ -108,7 +107,8 @@ struct Builder {
 
   void Owner(const std::string& rel, uid_t uid, gid_t gid) {
     At(root, rel, [&](int d, const char* n) {
-      ASSERT_EQ(::fchownat(d, n, uid, gid, AT_SYMLINK_NOFOLLOW), 0) << rel << ": " << strerror(errno);
+      ASSERT_EQ(::fchownat(d, n, uid, gid, AT_SYMLINK_NOFOLLOW), 0)
+          << rel << ": " << strerror(errno);
     });
   }
 
@@ -133,7 +133,8 @@ struct Builder {
       std::string p = "/proc/self/fd/" + std::to_string(d) + "/" + n;
       ASSERT_LT(p.size(), sizeof addr.sun_path);
       std::memcpy(addr.sun_path, p.c_str(), p.size());
-      ASSERT_EQ(::bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << rel << ": " << strerror(errno);
+      ASSERT_EQ(::bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0)
+          << rel << ": " << strerror(errno);
       ::close(s);
     });
     Time(rel, NextTime());
@@ -147,7 +148,8 @@ struct Builder {
           ASSERT_EQ(::futimens(d, ts), 0) << strerror(errno);
           return;
         }
-        ASSERT_EQ(::utimensat(d, n, ts, AT_SYMLINK_NOFOLLOW), 0) << it->first << ": " << strerror(errno);
+        ASSERT_EQ(::utimensat(d, n, ts, AT_SYMLINK_NOFOLLOW), 0)
+            << it->first << ": " << strerror(errno);
       });
     }
   }
@@ -201,8 +203,8 @@ void WriteRandomFile(const std::string& path, uint64_t size, uint32_t seed) {
 void BuildEdgeTree(const std::string& root, const TreeFeatures& f) {
   Builder b{root};
   b.Time("", 1500000000);
-  b.File("a", "x");                                  // 1-byte name
-  b.File(std::string(100, 'n'), "hundred");          // 100-byte name
+  b.File("a", "x");                          // 1-byte name
+  b.File(std::string(100, 'n'), "hundred");  // 100-byte name
   if (f.long_names) {
     b.File(std::string(101, 'm'), "hundred and one");
     b.File(std::string(255, 'L'), "two hundred fifty-five");
@@ -275,7 +277,8 @@ void BuildEdgeTree(const std::string& root, const TreeFeatures& f) {
     b.Xattr("xattrs", "trusted.t", "on a directory");
     // security.capability on several files: stored once, shared (VFS cap v2:
     // cap_net_bind_service permitted and effective).
-    const std::string cap("\x01\x00\x00\x02\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00", 20);
+    const std::string cap(
+        "\x01\x00\x00\x02\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00", 20);
     for (int i = 1; i <= 5; ++i) {
       b.File("xattrs/cap" + std::to_string(i), "c");
       b.Xattr("xattrs/cap" + std::to_string(i), "security.capability", cap);
@@ -283,7 +286,8 @@ void BuildEdgeTree(const std::string& root, const TreeFeatures& f) {
     b.Sized("xattrs/tail_not_inline", 4000, 99);
     b.Xattr("xattrs/tail_not_inline", "user.big", std::string(3000, 'v'));
     b.File("xattrs/multi", "m");
-    for (int i = 0; i < 3; ++i) b.Xattr("xattrs/multi", "user.m" + std::to_string(i), std::string(i + 1, 'q'));
+    for (int i = 0; i < 3; ++i)
+      b.Xattr("xattrs/multi", "user.m" + std::to_string(i), std::string(i + 1, 'q'));
   }
 
   if (f.devices) {
@@ -362,7 +366,9 @@ void SnapshotInto(int dirfd, const std::string& rel, TreeSnapshot* out,
         e.size = static_cast<uint64_t>(st.st_size);
         e.content = st.st_size == 0 ? "empty" : Sha256Hex(dirfd, name.c_str());
         break;
-      case S_IFDIR: e.type = 'd'; break;
+      case S_IFDIR:
+        e.type = 'd';
+        break;
       case S_IFLNK: {
         e.type = 'l';
         std::vector<char> buf(8192);
@@ -371,10 +377,18 @@ void SnapshotInto(int dirfd, const std::string& rel, TreeSnapshot* out,
         e.size = static_cast<uint64_t>(st.st_size);
         break;
       }
-      case S_IFCHR: e.type = 'c'; break;
-      case S_IFBLK: e.type = 'b'; break;
-      case S_IFIFO: e.type = 'p'; break;
-      case S_IFSOCK: e.type = 's'; break;
+      case S_IFCHR:
+        e.type = 'c';
+        break;
+      case S_IFBLK:
+        e.type = 'b';
+        break;
+      case S_IFIFO:
+        e.type = 'p';
+        break;
+      case S_IFSOCK:
+        e.type = 's';
+        break;
     }
     if (e.type == 'c' || e.type == 'b') {
       e.rdev_major = major(st.st_rdev);
@@ -482,7 +496,8 @@ std::string DiffSnapshots(const TreeSnapshot& expected, const TreeSnapshot& actu
     if (x.type == 'd') a.size = x.size = 0;
     if (Describe(x) != Describe(a) || x.content != a.content || x.target != a.target ||
         x.xattrs != a.xattrs || x.link_group != a.link_group)
-      note("differs " + shown_path + ":\n  expected " + Describe(x) + "\n  actual   " + Describe(a));
+      note("differs " + shown_path + ":\n  expected " + Describe(x) + "\n  actual   " +
+           Describe(a));
   }
   for (auto& [path, e] : actual)
     if (!expected.count(path)) note("unexpected \"" + path.substr(0, 120) + "\": " + Describe(e));

@@ -18,14 +18,14 @@ namespace evs::testing {
 // What a tree may hold; each tar format holds a different subset
 // (ustar: short names and link targets, no xattrs, no negative mtimes).
 struct TreeFeatures {
-  bool long_names = true;      // names of 101 and 255 bytes, targets > 100 bytes
-  bool deep_paths = true;      // a path longer than 4096 bytes
-  bool xattrs = true;          // user., trusted., security. (root for the latter two)
-  bool negative_mtime = true;  // before 1970
-  bool devices = true;         // char/block devices, fifos (root)
-  bool sockets = false;        // GNU tar skips sockets: only for --from-dir
-  bool overlay = false;        // whiteouts as char 0:0 and trusted.overlay.opaque dirs
-                               // (--from-dir); otherwise OCI .wh. files
+  bool long_names = true;         // names of 101 and 255 bytes, targets > 100 bytes
+  bool deep_paths = true;         // a path longer than 4096 bytes
+  bool xattrs = true;             // user., trusted., security. (root for the latter two)
+  bool negative_mtime = true;     // before 1970
+  bool devices = true;            // char/block devices, fifos (root)
+  bool sockets = false;           // GNU tar skips sockets: only for --from-dir
+  bool overlay = false;           // whiteouts as char 0:0 and trusted.overlay.opaque dirs
+                                  // (--from-dir); otherwise OCI .wh. files
   bool xattr_on_symlink = false;  // trusted.* on a symlink (--from-dir)
 };
 
@@ -42,12 +42,12 @@ void WriteRandomFile(const std::string& path, uint64_t size, uint32_t seed);
 
 // One object as lstat(2) and friends show it.
 struct TreeEntry {
-  char type = '?';  // - d l c b p s
+  char type = '?';    // - d l c b p s
   uint32_t mode = 0;  // permission bits
   uint32_t uid = 0;
   uint32_t gid = 0;
-  int64_t mtime = 0;  // seconds
-  uint64_t size = 0;  // regular files and symlinks
+  int64_t mtime = 0;    // seconds
+  uint64_t size = 0;    // regular files and symlinks
   std::string content;  // sha256 hex of regular-file data
   std::string target;   // symlink target
   uint32_t rdev_major = 0, rdev_minor = 0;

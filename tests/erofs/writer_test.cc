@@ -1,6 +1,7 @@
 // ErofsWriter, specified through what an image holds: read back by our reader
 // and checked by fsck.erofs (erofs-utils) where it can read the image.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,8 +10,6 @@
 #include <functional>
 #include <map>
 #include <set>
-
-#include <gtest/gtest.h>
 
 #include "crc32c.h"
 #include "evs/common/block_observer.h"
@@ -86,7 +85,8 @@ TEST(ErofsWriter, SameEntriesGiveSameBytes) {
     ImageBuilder b(t.Join(name), o);
     EXPECT_TRUE(b.Dir("d", 0755, 5).ok());
     for (int i = 0; i < 300; ++i)
-      EXPECT_TRUE(b.File("d/f" + std::to_string(i), std::string(i * 37, 'a' + i % 26), 0644, i).ok());
+      EXPECT_TRUE(
+          b.File("d/f" + std::to_string(i), std::string(i * 37, 'a' + i % 26), 0644, i).ok());
     EXPECT_TRUE(b.Symlink("l", "d/f1").ok());
     EXPECT_TRUE(b.Link("h", "d/f2").ok());
     EXPECT_TRUE(b.Finish().ok());
@@ -132,7 +132,8 @@ TEST(ErofsWriter, SuperblockChecksumCoversTheFirstBlock) {
   erofs::SuperBlock sb;
   std::memcpy(&sb, bytes.data() + 1024, sizeof sb);
   EXPECT_TRUE(sb.feature_compat & erofs::kFeatureCompatSbChksum);
-  EXPECT_EQ(sb.checksum, erofs::SuperBlockChecksum(reinterpret_cast<const uint8_t*>(bytes.data()), 4096));
+  EXPECT_EQ(sb.checksum,
+            erofs::SuperBlockChecksum(reinterpret_cast<const uint8_t*>(bytes.data()), 4096));
   ExpectFsckAccepts(b.path());
   // The kernel checks the checksum at mount time (fsck.erofs 1.5 does not).
   const bool kernel = IsRoot() && KernelHasFilesystem("erofs");
@@ -320,8 +321,8 @@ TEST(ErofsWriter, DirectoryOfHundredThousandEntriesSpansBlocksInByteOrder) {
 TEST(ErofsWriter, NamesSortByteWiseAroundTheDotEntries) {
   TempDir t;
   ImageBuilder b(t.Join("img"));
-  const std::vector<std::string> names = {"\xff\xfe", "-", "!", ".a", "..b", "a", "Z", "\xc3\xa9t\xc3\xa9",
-                                          std::string(255, 'x'), "~"};
+  const std::vector<std::string> names = {
+      "\xff\xfe", "-", "!", ".a", "..b", "a", "Z", "\xc3\xa9t\xc3\xa9", std::string(255, 'x'), "~"};
   for (const auto& n : names) ASSERT_TRUE(b.File(n, n).ok());
   auto r = b.FinishAndOpen();
   ASSERT_TRUE(r);
@@ -367,7 +368,8 @@ TEST(ErofsWriter, LaterEntriesReplaceEarlierOnes) {
   ASSERT_TRUE(b.File("file", "second").ok());
   ASSERT_TRUE(b.Dir("dir_kept", 0755).ok());
   ASSERT_TRUE(b.File("dir_kept/child", "c").ok());
-  ASSERT_TRUE(b.Dir("dir_kept", 0700, 42).ok());  // a directory replaced by a directory keeps its children
+  ASSERT_TRUE(
+      b.Dir("dir_kept", 0700, 42).ok());  // a directory replaced by a directory keeps its children
   ASSERT_TRUE(b.Dir("dir_lost").ok());
   ASSERT_TRUE(b.Dir("dir_lost/sub").ok());
   ASSERT_TRUE(b.File("dir_lost/sub/x", "x").ok());
@@ -546,11 +548,14 @@ TEST(ErofsWriter, RefusesWhatTheImageCannotHoldNamingTheEntry) {
       {"dot component", [](ImageBuilder& b) { return b.File("a/./b", "x"); }, "normalised"},
       {"dotdot component", [](ImageBuilder& b) { return b.File("a/../b", "x"); }, "normalised"},
       {"empty component", [](ImageBuilder& b) { return b.File("a//b", "x"); }, "normalised"},
-      {"name too long", [](ImageBuilder& b) { return b.File(std::string(256, 'n'), "x"); }, "normalised"},
+      {"name too long", [](ImageBuilder& b) { return b.File(std::string(256, 'n'), "x"); },
+       "normalised"},
       {"empty symlink", [](ImageBuilder& b) { return b.Symlink("s", ""); }, "empty"},
-      {"long symlink", [](ImageBuilder& b) { return b.Symlink("s", std::string(4096, 't')); }, "4096"},
+      {"long symlink", [](ImageBuilder& b) { return b.Symlink("s", std::string(4096, 't')); },
+       "4096"},
       {"device number", [dev](ImageBuilder& b) { return b.Add(dev); }, "4096:0"},
-      {"xattr namespace", [bad_xattr](ImageBuilder& b) { return b.Add(bad_xattr, "x"); }, "system.nfs4_acl"},
+      {"xattr namespace", [bad_xattr](ImageBuilder& b) { return b.Add(bad_xattr, "x"); },
+       "system.nfs4_acl"},
       {"xattr value", [big_value](ImageBuilder& b) { return b.Add(big_value, "x"); }, "65536"},
       {"short data",
        [short_data](ImageBuilder& b) {
@@ -587,7 +592,8 @@ class RecordingObserver : public BlockObserver {
   explicit RecordingObserver(uint32_t block_size) : bs_(block_size) {}
   void OnBlocks(uint64_t first, const uint8_t* data, size_t count) override {
     for (size_t i = 0; i < count; ++i) {
-      auto [it, inserted] = blocks_.emplace(first + i, std::string(reinterpret_cast<const char*>(data) + i * bs_, bs_));
+      auto [it, inserted] = blocks_.emplace(
+          first + i, std::string(reinterpret_cast<const char*>(data) + i * bs_, bs_));
       if (!inserted) ++duplicates_;
     }
     calls_.push_back(first);
@@ -618,7 +624,8 @@ TEST(ErofsWriter, EveryBlockReachesTheObserverExactlyOnce) {
   o.observer = &observer;
   ImageBuilder b(t.Join("img"), o);
   ASSERT_TRUE(b.Dir("d").ok());
-  for (int i = 0; i < 500; ++i) ASSERT_TRUE(b.File("d/f" + std::to_string(i), std::string(i * 31, 'q')).ok());
+  for (int i = 0; i < 500; ++i)
+    ASSERT_TRUE(b.File("d/f" + std::to_string(i), std::string(i * 31, 'q')).ok());
   ASSERT_TRUE(b.File("big", std::string(3 << 20, 'b')).ok());
   LayerEntry x = Entry("x", EntryType::kRegular);
   x.xattrs = {{"user.a", "1"}};
@@ -657,7 +664,8 @@ TEST(ErofsWriterTarIndex, FilesAreChunkIndexesIntoTheEmbeddedTar) {
   ASSERT_TRUE(file("empty", 2048, 0).ok());
   ASSERT_TRUE(b.Symlink("link", std::string(1500, 'l')).ok());  // longer than a 512-byte block
   ASSERT_TRUE(b.Dir("wide").ok());
-  for (int i = 0; i < 100; ++i) ASSERT_TRUE(file("wide/" + std::string(200, 'w') + std::to_string(i), 0, 512).ok());
+  for (int i = 0; i < 100; ++i)
+    ASSERT_TRUE(file("wide/" + std::string(200, 'w') + std::to_string(i), 0, 512).ok());
   auto r = b.FinishAndOpen();
   ASSERT_TRUE(r);
   EXPECT_EQ(b.info().block_size, 512u);

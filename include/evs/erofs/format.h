@@ -50,9 +50,9 @@ struct SuperBlock {
   uint64_t inos;        // number of inodes
   uint64_t build_time;  // a.k.a. epoch: the mtime of every compact inode
   uint32_t build_time_nsec;
-  uint32_t blocks;        // image size in blocks
-  uint32_t meta_blkaddr;  // inode area: inode `nid` is at meta_blkaddr·bs + 32·nid
-  uint32_t xattr_blkaddr; // shared xattr area: entry `id` is at xattr_blkaddr·bs + 4·id
+  uint32_t blocks;         // image size in blocks
+  uint32_t meta_blkaddr;   // inode area: inode `nid` is at meta_blkaddr·bs + 32·nid
+  uint32_t xattr_blkaddr;  // shared xattr area: entry `id` is at xattr_blkaddr·bs + 4·id
   uint8_t uuid[16];
   uint8_t volume_name[16];
   uint32_t feature_incompat;

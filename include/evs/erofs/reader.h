@@ -128,7 +128,8 @@ class ErofsReader {
   // what a walk can: "." and ".." name the directory and its parent, dirent
   // file types match the inodes, no directory is reached twice. Stops at the
   // first error, from the image or from `visit`.
-  Status Walk(const std::function<Status(const std::string& path, const Inode& inode)>& visit) const;
+  Status Walk(
+      const std::function<Status(const std::string& path, const Inode& inode)>& visit) const;
 
  private:
   ErofsReader(UniqueFd fd, std::string name) : fd_(std::move(fd)), name_(std::move(name)) {}

@@ -81,10 +81,10 @@ struct WriterOptions {
 };
 
 struct ImageInfo {
-  uint64_t image_size = 0;   // bytes, a multiple of block_size
-  uint32_t block_size = 0;   // 4096 (full) or 512 (tar-index)
+  uint64_t image_size = 0;  // bytes, a multiple of block_size
+  uint32_t block_size = 0;  // 4096 (full) or 512 (tar-index)
   uint64_t inodes = 0;
-  uint64_t data_bytes = 0;   // regular-file bytes consumed
+  uint64_t data_bytes = 0;  // regular-file bytes consumed
   // Tar-index mode: where the tar sits in the image, and its length.
   uint64_t tar_offset = 0;
   uint64_t tar_size = 0;
