@@ -449,7 +449,7 @@ class LayerStream::DiffIdObserver : public ChunkObserver {
       // compression() was set before the first buffer was published. A
       // plain tar is its own blob: its diffID is the blob digest.
       tar_is_blob_ = stream_->decompressor_->compression() == Compression::kNone &&
-                     hasher_.algorithm() == stream_->BlobAlgorithm();
+                     stream_->BlobHashed() && hasher_.algorithm() == stream_->BlobAlgorithm();
     }
     if (!tar_is_blob_) hasher_.Update(bytes.data(), bytes.size());
   }
@@ -476,10 +476,12 @@ Result<std::unique_ptr<LayerStream>> LayerStream::Open(ByteSource* blob,
   d.input_name = o.input_name;
   d.max_output_bytes = o.max_tar_bytes;
   d.gzip_engine = o.gzip_engine;
-  d.input_digest = blob_alg;
+  if (s->BlobHashed()) d.input_digest = blob_alg;
   DiffIdThread where = o.diff_id_thread;
   if (where == DiffIdThread::kOwnThread && !o.threaded) where = DiffIdThread::kReader;
-  if (where == DiffIdThread::kDecompressor) {
+  if (!o.compute_diff_id && !o.expected_diff_id) {
+    // No diffID: no hasher anywhere.
+  } else if (where == DiffIdThread::kDecompressor) {
     d.output_digest = tar_alg;
   } else if (where == DiffIdThread::kReader) {
     s->reader_hasher_ = std::make_unique<Hasher>(tar_alg);
@@ -496,6 +498,10 @@ Result<std::unique_ptr<LayerStream>> LayerStream::Open(ByteSource* blob,
         std::make_unique<BufferedChunkSource>(s->decompressor_.get(), o.read_ahead.chunk_size);
   }
   return s;
+}
+
+bool LayerStream::BlobHashed() const {
+  return options_.compute_blob_digest || options_.expected_blob_digest.has_value();
 }
 
 HashAlgorithm LayerStream::BlobAlgorithm() const {
@@ -525,7 +531,7 @@ Result<std::span<const uint8_t>> LayerStream::ReadChunk(size_t max) {
   if (!started_) {
     started_ = true;
     // compression() was set before the first chunk was published to us.
-    if (reader_hasher_ && decompressor_->compression() == Compression::kNone &&
+    if (reader_hasher_ && decompressor_->compression() == Compression::kNone && BlobHashed() &&
         reader_hasher_->algorithm() == BlobAlgorithm()) {
       // A plain tar is its own blob: its diffID is the blob digest.
       reader_hasher_.reset();

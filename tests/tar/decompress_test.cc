@@ -278,6 +278,34 @@ INSTANTIATE_TEST_SUITE_P(LayerStream, LayerStreams,
                                                                       : "DiffIdOnOwnThread");
                          });
 
+TEST(LayerStream, ComputesOnlyTheDigestsAskedFor) {
+  std::string tar = RandomText(200000, 23);
+  for (const std::string& blob : {Gzip(tar), tar}) {
+    StringSource source(blob);
+    auto stream = LayerStream::Open(&source, {.compute_blob_digest = false});
+    ASSERT_TRUE(stream.ok());
+    ASSERT_TRUE(ReadAll(stream->get()).ok());
+    EXPECT_TRUE((*stream)->blob_digest().empty());
+    EXPECT_EQ((*stream)->diff_id(), Digest::Sha256Of(tar));
+
+    StringSource source2(blob);
+    stream = LayerStream::Open(&source2, {.compute_diff_id = false});
+    ASSERT_TRUE(stream.ok());
+    ASSERT_TRUE(ReadAll(stream->get()).ok());
+    EXPECT_EQ((*stream)->blob_digest(), Digest::Sha256Of(blob));
+    EXPECT_TRUE((*stream)->diff_id().empty());
+
+    // An expected digest is checked even when not asked to compute it.
+    StringSource source3(blob);
+    stream = LayerStream::Open(&source3, {.expected_blob_digest = Digest::Sha256Of("x"),
+                                          .expected_diff_id = Digest::Sha256Of(tar),
+                                          .compute_blob_digest = false,
+                                          .compute_diff_id = false});
+    ASSERT_TRUE(stream.ok());
+    EXPECT_EQ(ReadAll(stream->get()).status().code(), Code::kDataLoss);
+  }
+}
+
 TEST(LayerStream, PassesDecompressionErrorsThrough) {
   std::string blob = Gzip(RandomText(100000, 14));
   blob.resize(blob.size() / 2);
