@@ -7,12 +7,15 @@
 #   igzip -d -c > /dev/null           ISA-L (Debian package isal): the floor
 #                                     the converter is held to (≤ 1.3 ×)
 #   evs layer convert (full, index)   blob → EROFS image, fsynced and renamed
+#   … + digest checks                 also hashing the blob and the tar (SHA-256)
+#                                     and checking both, as convert-on-pull must
 #   tar -x, then mkfs.erofs           what Debian 12 offers: erofs-utils 1.5
 #                                     has no --tar, so the layer is extracted
 #                                     first (not fsynced, unlike evs)
 #
-# Each row is the best wall time of --runs runs (default 3) and the peak RSS
-# of that run. Targets: convert ≤ 1.3 × igzip, peak RSS ≤ 64 MiB.
+# Each row is the best wall time of --runs runs (default 3), with the CPU time
+# (user + sys, all threads) and peak RSS of that run. Targets: convert ≤ 1.3 ×
+# igzip, peak RSS ≤ 64 MiB.
 #
 # usage: bench/convert/convert_bench.sh [--runs N] [--evs PATH] [BLOB.tar.gz]
 # Without BLOB it builds $TMPDIR/evs-bench-convert/usr.tar.gz once (a tar of
@@ -67,30 +70,34 @@ trap 'rm -rf "$out"' EXIT
 
 tar_bytes=$(gzip -dc "$blob" | wc -c)
 blob_bytes=$(stat -c %s "$blob")
+blob_digest="sha256:$(sha256sum "$blob" | cut -d' ' -f1)"
+diff_id="sha256:$(gzip -dc "$blob" | sha256sum | cut -d' ' -f1)"
 cat "$blob" > /dev/null  # warm the page cache: every row reads it from memory
 
 # The rows, measured round-robin (run 1 of every row, then run 2, …) so that
 # a change in the machine's load hits all rows alike; each row keeps its best
 # wall time and that run's peak RSS.
 names=("gzip -dc > /dev/null" "igzip -d -c > /dev/null" "evs layer convert (full)"
-       "evs layer convert --mode index")
+       "evs layer convert --mode index" "evs layer convert + digest checks")
 cmds=("gzip -dc '$blob' > /dev/null" "igzip -d -c '$blob' > /dev/null"
       "rm -f '$out/full.erofs'; '$evs' layer convert '$blob' '$out/full.erofs'"
-      "rm -f '$out/index.erofs'; '$evs' layer convert --mode index '$blob' '$out/index.erofs'")
+      "rm -f '$out/index.erofs'; '$evs' layer convert --mode index '$blob' '$out/index.erofs'"
+      "rm -f '$out/checked.erofs'; '$evs' layer convert --blob-digest $blob_digest --diff-id $diff_id '$blob' '$out/checked.erofs'")
 if command -v mkfs.erofs >/dev/null; then
   names+=("tar -xzf, then mkfs.erofs (1.5)" "  of which mkfs.erofs")
   cmds+=("rm -rf '$out/x' && mkdir '$out/x' && tar --numeric-owner -C '$out/x' -xzf '$blob'"
          "rm -f '$out/mkfs.erofs'; mkfs.erofs '$out/mkfs.erofs' '$out/x' > /dev/null")
 fi
-declare -a walls rsses
+declare -a walls rsses cpus
 for ((run = 0; run < runs; run++)); do
   for i in "${!cmds[@]}"; do
     # Setup (rm) is part of the timed shell but costs nothing measurable.
-    /usr/bin/time -f "%e %M" -o "$out/time" bash -c "${cmds[$i]}"
-    read -r wall rss < "$out/time"
+    /usr/bin/time -f "%e %M %U %S" -o "$out/time" bash -c "${cmds[$i]}"
+    read -r wall rss user sys < "$out/time"
     if [[ -z "${walls[$i]:-}" ]] || awk "BEGIN{exit !($wall < ${walls[$i]})}"; then
       walls[$i]=$wall
       rsses[$i]=$rss
+      cpus[$i]=$(awk "BEGIN{print $user + $sys}")
     fi
   done
 done
@@ -98,10 +105,11 @@ floor=${walls[1]}
 convert_wall=${walls[2]}; convert_rss=${rsses[2]}
 index_wall=${walls[3]}; index_rss=${rsses[3]}
 image_bytes=$(stat -c %s "$out/full.erofs")
-if [[ ${#cmds[@]} -gt 4 ]]; then
+if [[ ${#cmds[@]} -gt 5 ]]; then
   # The extract+mkfs row is the sum of its two steps.
-  walls[4]=$(awk "BEGIN{print ${walls[4]} + ${walls[5]}}")
-  rsses[4]=$((rsses[4] > rsses[5] ? rsses[4] : rsses[5]))
+  walls[5]=$(awk "BEGIN{print ${walls[5]} + ${walls[6]}}")
+  cpus[5]=$(awk "BEGIN{print ${cpus[5]} + ${cpus[6]}}")
+  rsses[5]=$((rsses[5] > rsses[6] ? rsses[5] : rsses[6]))
 fi
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -109,12 +117,12 @@ printf '\nbench/convert: %s\n' "$blob"
 printf 'blob %.1f MB gzip, tar %.1f MB, image %.1f MB; best of %d runs; %s, %s cores, load %s\n\n' \
   "$(awk "BEGIN{print $blob_bytes/1e6}")" "$(awk "BEGIN{print $tar_bytes/1e6}")" \
   "$(awk "BEGIN{print $image_bytes/1e6}")" "$runs" "$(uname -r)" "$(nproc)" "$load"
-printf '%-34s %9s %9s %11s %10s\n' "" "wall s" "× igzip" "tar MB/s" "peak RSS"
+printf '%-34s %8s %8s %9s %8s %10s\n' "" "wall s" "× igzip" "tar MB/s" "CPU s" "peak RSS"
 for i in "${!names[@]}"; do
-  printf '%-34s %9.2f %9.2f %11.0f %7.1f MiB\n' "${names[$i]}" "${walls[$i]}" \
+  printf '%-34s %8.2f %8.2f %9.0f %8.2f %6.1f MiB\n' "${names[$i]}" "${walls[$i]}" \
     "$(awk "BEGIN{print ${walls[$i]} / $floor}")" \
     "$(awk "BEGIN{w=${walls[$i]}; print (w > 0 ? $tar_bytes / 1e6 / w : 0)}")" \
-    "$(awk "BEGIN{print ${rsses[$i]} / 1024}")"
+    "${cpus[$i]}" "$(awk "BEGIN{print ${rsses[$i]} / 1024}")"
 done
 verdict() { if awk "BEGIN{exit !($1)}"; then echo met; else echo MISSED; fi; }
 printf '\ntargets: convert ≤ 1.3 × igzip: %s (%.2f ×, index mode %.2f ×); peak RSS ≤ 64 MiB: %s (%.1f MiB, index %.1f MiB)\n' \

@@ -32,6 +32,9 @@
 // for Finish() in memory up to `tail_memory_limit` bytes, then in an unlinked
 // scratch file, so memory stays bounded whatever the layer holds.
 //
+// Writeback of the written data is started every 16 MiB (sync_file_range,
+// without waiting), so that the caller's fsync finds little left to write.
+//
 // Tree semantics, the same for tar and directory input: a later entry for the
 // same path replaces the earlier one (a directory keeps its children when
 // replaced by a directory, and loses them when replaced by anything else);
@@ -71,8 +74,8 @@ struct WriterOptions {
   BlockObserver* observer = nullptr;
   // Name of the input, used in error messages ("layer sha256:…").
   std::string input_name;
-  // Inline tails beyond this many bytes wait in a scratch file instead of
-  // memory (full mode).
+  // Inline tails (and symlink targets) beyond this many bytes wait in a
+  // scratch file instead of memory.
   size_t tail_memory_limit = 4u << 20;
   // Directory of that scratch file (O_TMPFILE, so nothing is left behind
   // even on a crash). Empty: the directory of the output file, found
@@ -97,8 +100,9 @@ class ErofsWriter {
   // `fd`. On any error the file holds garbage: write through an AtomicFile so
   // that nothing is left behind.
   //
-  // Memory: about 200 bytes per entry plus names, symlink targets and
-  // xattrs, one 1 MiB write buffer and up to `tail_memory_limit`; never
+  // Memory: about 250 bytes per entry, name included (measured: 200 000
+  // entries, 70 MiB RSS for the whole CLI), xattrs on top,
+  // one 1 MiB write buffer and up to `tail_memory_limit`; never
   // proportional to file data.
   static Result<std::unique_ptr<ErofsWriter>> Create(int fd, WriterOptions options);
   virtual ~ErofsWriter() = default;
