@@ -14,6 +14,7 @@
 
 #include <cerrno>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <vector>
 
@@ -117,13 +118,26 @@ Status LayerMounter::Mounted::Unmount() {
   return plain.Unmount();
 }
 
+// Verified mounts left in place at shutdown. Their destructors would
+// unmount, so they are parked here for the rest of the process instead (an
+// in-process FUSE server keeps serving until the process exits).
+struct AbandonedMounts {
+  std::mutex mu;
+  std::vector<std::unique_ptr<verity::VerifiedErofsMount>> fuse;
+  std::vector<std::unique_ptr<verity::DmVerityErofsMount>> kernel;
+};
+AbandonedMounts& Abandoned() {
+  static auto* abandoned = new AbandonedMounts();  // never destroyed, on purpose
+  return *abandoned;
+}
+
 void LayerMounter::Mounted::Release() {
   verifier = -1;  // it keeps serving on its own
   verifier_fd.Reset();
-  // Deliberately not destroyed: their destructors would unmount. In
-  // userspace mode the FUSE connection still ends with this process.
-  (void)fuse.release();
-  (void)kernel.release();
+  AbandonedMounts& a = Abandoned();
+  std::lock_guard<std::mutex> lock(a.mu);
+  if (fuse) a.fuse.push_back(std::move(fuse));
+  if (kernel) a.kernel.push_back(std::move(kernel));
   plain.Release();
 }
 
