@@ -29,6 +29,16 @@ function(evs_test name)
     set_property(GLOBAL APPEND PROPERTY EVS_HOSTILE_TESTS ${name})
   endif()
   gtest_discover_tests(${name}
-    PROPERTIES LABELS "${T_LABELS}" TIMEOUT ${T_TIMEOUT}
+    PROPERTIES TIMEOUT ${T_TIMEOUT}
     DISCOVERY_TIMEOUT 60)
+  # gtest_discover_tests flattens its PROPERTIES into one list, so a test
+  # would keep only the first of several labels. Set them from a script that
+  # ctest runs after the discovered tests are defined (<name>_TESTS lists
+  # them).
+  set(label_script "${CMAKE_CURRENT_BINARY_DIR}/${name}_labels.cmake")
+  file(WRITE "${label_script}"
+    "if(DEFINED ${name}_TESTS)\n"
+    "  set_tests_properties(\${${name}_TESTS} PROPERTIES LABELS \"${T_LABELS}\")\n"
+    "endif()\n")
+  set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES "${label_script}")
 endfunction()

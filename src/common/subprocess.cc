@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -16,6 +17,37 @@
 extern char** environ;
 
 namespace evs {
+
+namespace {
+
+// Blocks SIGPIPE in this thread while it lives and discards one raised
+// meanwhile: a child that exits without reading its stdin must not kill the
+// whole process when we write to it (the write fails with EPIPE instead).
+// SIGPIPE from a pipe write is directed at the writing thread, so the mask
+// of this thread is enough.
+class SigpipeBlock {
+ public:
+  SigpipeBlock() {
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, &old_);
+  }
+  ~SigpipeBlock() {
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    timespec zero{0, 0};
+    while (sigtimedwait(&pipe, nullptr, &zero) > 0 || errno == EINTR) {
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+
+ private:
+  sigset_t old_;
+};
+
+}  // namespace
 
 Result<SubprocessResult> RunSubprocess(const std::vector<std::string>& argv,
                                        const std::string& stdin_data, int timeout_ms,
@@ -46,6 +78,7 @@ Result<SubprocessResult> RunSubprocess(const std::vector<std::string>& argv,
   err_w.Reset();
   ::fcntl(in_w.get(), F_SETFL, O_NONBLOCK);
 
+  SigpipeBlock no_sigpipe;
   SubprocessResult result;
   size_t in_pos = 0;
   if (stdin_data.empty()) in_w.Reset();

@@ -42,36 +42,9 @@ std::string NormaliseHost(std::string_view host) {
   return IsDockerHub(bare) ? "docker.io" : bare;
 }
 
-// Blocks SIGPIPE in this thread while it lives, and discards one raised
-// meanwhile: a helper that exits without reading its stdin must not kill
-// the process when RunSubprocess writes the server URL to it (the write
-// then fails with EPIPE instead).
-class SigpipeGuard {
- public:
-  SigpipeGuard() {
-    sigset_t pipe;
-    sigemptyset(&pipe);
-    sigaddset(&pipe, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe, &old_);
-  }
-  ~SigpipeGuard() {
-    sigset_t pipe;
-    sigemptyset(&pipe);
-    sigaddset(&pipe, SIGPIPE);
-    timespec zero{0, 0};
-    while (sigtimedwait(&pipe, nullptr, &zero) > 0 || (errno == EINTR)) {
-    }
-    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
-  }
-
- private:
-  sigset_t old_;
-};
-
 Result<std::optional<Credentials>> RunHelper(const std::string& helper, std::string_view host) {
   std::string program = "docker-credential-" + helper;
   std::string server = DockerConfigKey(host);
-  SigpipeGuard no_sigpipe;
   auto run = RunSubprocess({program, "get"}, server, 30'000, 1u << 20);
   if (!run.ok()) {
     return UnavailableError("credential helper ", program, " for ", host, ": ",

@@ -165,6 +165,11 @@ TEST(Subprocess, FeedsStdinAndCollectsOutput) {
   EXPECT_EQ(r->stdout_data, "HELLO");
   EXPECT_EQ(r->stderr_data, "err\n");
   EXPECT_EQ(r->exit_code, 3);
+  // A child that exits without reading its stdin must not kill us with
+  // SIGPIPE (a credential helper that ignores its input, say).
+  auto deaf = RunSubprocess({"true"}, std::string(1 << 20, 'x'));
+  ASSERT_TRUE(deaf.ok()) << deaf.status().ToString();
+  EXPECT_EQ(deaf->exit_code, 0);
   auto slow = RunSubprocess({"sleep", "5"}, "", 100);
   EXPECT_EQ(slow.status().code(), Code::kDeadlineExceeded);
   EXPECT_FALSE(RunSubprocess({"/nonexistent/program"}).ok());
