@@ -80,8 +80,8 @@ BackgroundFetcher::Stats BackgroundFetcher::stats() const {
   return s;
 }
 
-std::shared_ptr<BackgroundFetcher::Entry> BackgroundFetcher::NextWork(
-    uint64_t* chunk, std::unique_lock<std::mutex>&) {
+std::shared_ptr<BackgroundFetcher::Entry> BackgroundFetcher::NextWork(uint64_t* chunk,
+                                                                      uint64_t* count) {
   const auto now = Clock::now();
   for (size_t n = 0; n < entries_.size(); ++n) {
     const size_t i = (next_entry_ + n) % entries_.size();
@@ -90,9 +90,12 @@ std::shared_ptr<BackgroundFetcher::Entry> BackgroundFetcher::NextWork(
     LazyBlockSource& source = *e->source;
     while (e->cursor < source.chunks() && source.ChunkReady(e->cursor)) ++e->cursor;
     if (e->cursor < source.chunks()) {
-      *chunk = e->cursor++;
+      const uint64_t want = std::max<uint64_t>(1, options_.request_bytes / source.chunk_bytes());
+      *chunk = e->cursor;
+      *count = std::min(want, source.chunks() - e->cursor);
+      e->cursor += *count;
       ++e->busy;
-      next_entry_ = i + 1;  // round-robin: the next chunk comes from the next layer
+      next_entry_ = i + 1;  // round-robin: the next request is for the next layer
       return e;
     }
     if (e->busy > 0) continue;  // the last chunks are still in flight
@@ -100,6 +103,7 @@ std::shared_ptr<BackgroundFetcher::Entry> BackgroundFetcher::NextWork(
       e->completing = true;
       ++e->busy;
       *chunk = kCompleteLayer;
+      *count = 0;
       return e;
     }
     e->cursor = 0;  // some chunk failed on the way: another pass
@@ -150,12 +154,12 @@ void BackgroundFetcher::Charge(uint64_t bytes) {
 void BackgroundFetcher::WorkerLoop() {
   for (;;) {
     std::shared_ptr<Entry> entry;
-    uint64_t chunk = 0;
+    uint64_t chunk = 0, count = 0;
     {
       std::unique_lock<std::mutex> lock(mu_);
       for (;;) {
         if (stopping_) return;
-        entry = NextWork(&chunk, lock);
+        entry = NextWork(&chunk, &count);
         if (entry) break;
         cv_.wait_for(lock, std::chrono::milliseconds(500));
       }
@@ -163,12 +167,21 @@ void BackgroundFetcher::WorkerLoop() {
     LazyBlockSource& source = *entry->source;
     if (chunk == kCompleteLayer) {
       Status st = source.MarkComplete();
-      if (entry->on_complete) entry->on_complete(st);
-      std::lock_guard<std::mutex> lock(mu_);
-      if (st.ok()) ++completed_;
-      auto it = std::find(entries_.begin(), entries_.end(), entry);
-      if (it != entries_.end()) entries_.erase(it);
-      --entry->busy;
+      bool removed = false;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        removed = entry->removed;
+        if (st.ok()) ++completed_;
+        auto it = std::find(entries_.begin(), entries_.end(), entry);
+        if (it != entries_.end()) entries_.erase(it);
+      }
+      // Outside the lock (the callback may call back into the fetcher), but
+      // before `busy` drops, so Remove() waits for it.
+      if (entry->on_complete && !removed) entry->on_complete(st);
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        --entry->busy;
+      }
       cv_.notify_all();
       continue;
     }
@@ -176,13 +189,13 @@ void BackgroundFetcher::WorkerLoop() {
     WaitForQuiet();
     WaitForBandwidth();
     uint64_t fetched = 0;
-    Status st = entry->removed ? OkStatus() : source.FetchChunk(chunk, &fetched);
+    Status st = source.FetchChunks(chunk, count, &fetched);
 
     Charge(fetched);
     std::lock_guard<std::mutex> lock(mu_);
     --entry->busy;
     bytes_fetched_ += fetched;
-    if (fetched > 0) ++chunks_fetched_;
+    if (fetched > 0) chunks_fetched_ += count;
     if (st.ok()) {
       entry->backoff = std::chrono::milliseconds(0);
     } else {
@@ -193,8 +206,8 @@ void BackgroundFetcher::WorkerLoop() {
       entry->retry_at = Clock::now() + entry->backoff;
       EVS_LOG(kWarning) << "background fetch failed; will retry"
                         << Kv("layer", source.layer().descriptor.digest.Short())
-                        << Kv("chunk", chunk) << Kv("retry_ms", entry->backoff.count())
-                        << Kv("error", st.message());
+                        << Kv("chunk", chunk) << Kv("chunks", count)
+                        << Kv("retry_ms", entry->backoff.count()) << Kv("error", st.message());
     }
     cv_.notify_all();
   }

@@ -230,15 +230,16 @@ bool LazyBlockSource::ChunkReady(uint64_t chunk) const {
   return trusted_.AllSet(first, std::min(data_blocks_, first + blocks_per_chunk_));
 }
 
-Status LazyBlockSource::FetchChunk(uint64_t chunk, uint64_t* fetched) {
-  if (chunk >= chunks_) {
-    return Status(Code::kOutOfRange, StrCat(name_, ": no chunk ", chunk, " of ", chunks_));
+Status LazyBlockSource::FetchChunks(uint64_t first, uint64_t count, uint64_t* fetched) {
+  if (first >= chunks_ || count > chunks_ - first) {
+    return Status(Code::kOutOfRange,
+                  StrCat(name_, ": chunks ", first, "+", count, " past the last (", chunks_, ")"));
   }
   FillContext ctx;
   ctx.foreground = false;
-  const uint64_t first = chunk * blocks_per_chunk_;
-  Status st = EnsureTrusted(first, std::min(data_blocks_, first + blocks_per_chunk_), &ctx);
-  *fetched = ctx.fetched;
+  Status st = EnsureTrusted(first * blocks_per_chunk_,
+                            std::min(data_blocks_, (first + count) * blocks_per_chunk_), &ctx);
+  *fetched += ctx.fetched;
   return st;
 }
 

@@ -189,11 +189,14 @@ LazyLayer::~LazyLayer() {
 
 Status LazyLayer::FetchAll(const Cancellation* cancel) {
   if (!source_) return OkStatus();  // attached from a complete cache
-  for (uint64_t c = 0; c < source_->chunks(); ++c) {
+  // 8 MiB per request: few round trips, and a reader's miss still gets a
+  // request of its own in between.
+  const uint64_t per_request = std::max<uint64_t>(1, (8u << 20) / source_->chunk_bytes());
+  for (uint64_t c = 0; c < source_->chunks(); c += per_request) {
     if (cancel != nullptr && cancel->cancelled()) return cancel->status();
-    if (source_->ChunkReady(c)) continue;
     uint64_t fetched = 0;
-    EVS_RETURN_IF_ERROR(source_->FetchChunk(c, &fetched));
+    EVS_RETURN_IF_ERROR(
+        source_->FetchChunks(c, std::min(per_request, source_->chunks() - c), &fetched));
   }
   return source_->MarkComplete();
 }

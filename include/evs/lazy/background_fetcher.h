@@ -4,9 +4,9 @@
 // background fetching is what tolerates registry failure).
 //
 // One fetcher serves every lazy layer of the process:
-// - bounded concurrency: `concurrency` worker threads, each fetching one
-//   chunk (LazyFetchOptions::fetch_size) at a time, layers taken round-robin
-//   so that one large layer does not starve the others;
+// - bounded concurrency: `concurrency` worker threads, each fetching up to
+//   `request_bytes` of missing chunks with one GET at a time, layers taken
+//   round-robin so that one large layer does not starve the others;
 // - bounded bandwidth: a token bucket over the bytes fetched;
 // - yielding: no background fetch starts while a foreground miss (a reader
 //   waiting) is in flight, nor within `yield_after_miss` of the last one —
@@ -36,6 +36,11 @@ struct BackgroundFetchOptions {
   // Chunk fetches in flight at once, across all layers. Two keep a link
   // busy over one round trip of latency without crowding the registry.
   int concurrency = 2;
+  // Bytes asked for per background GET (whole chunks, at least one).
+  // Larger requests spend fewer round trips; smaller ones let a reader's
+  // miss through sooner (it shares the link with those in flight). 2 MiB
+  // is 170 ms at 100 Mbit/s.
+  uint64_t request_bytes = 2u << 20;
   // Bytes per second fetched in the background, across all layers; 0 for
   // no limit. 64 MiB/s leaves room on a 1 Gbit/s node link.
   uint64_t bandwidth = 64u << 20;
@@ -82,8 +87,9 @@ class BackgroundFetcher {
   struct Entry;
   explicit BackgroundFetcher(BackgroundFetchOptions options);
   void WorkerLoop();
-  // Next chunk to fetch, or null entry when there is nothing to do now.
-  std::shared_ptr<Entry> NextWork(uint64_t* chunk, std::unique_lock<std::mutex>& lock);
+  // Next chunks to fetch (*count of them from *chunk), or null when there
+  // is nothing to do now. Called with mu_ held.
+  std::shared_ptr<Entry> NextWork(uint64_t* chunk, uint64_t* count);
   // Sleeps until `until` or until stopped; false when stopped.
   bool SleepUntil(std::chrono::steady_clock::time_point until);
   void WaitForBandwidth();

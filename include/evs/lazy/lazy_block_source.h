@@ -118,10 +118,12 @@ class LazyBlockSource : public verity::LayerBlockSource {
   bool ChunkReady(uint64_t chunk) const;
   // True when every block of the file is trusted.
   bool AllReady() const { return trusted_.Count() == trusted_.size(); }
-  // Makes every block of `chunk` trusted, like a read of the whole chunk,
-  // but counted as background work and not signalled as foreground
-  // activity. Returns the fetched byte count through `fetched`.
-  Status FetchChunk(uint64_t chunk, uint64_t* fetched);
+  uint64_t chunk_bytes() const { return blocks_per_chunk_ * block_size_; }
+  // Makes every block of chunks [first, first + count) trusted, like a read
+  // of them (adjacent missing chunks go in one GET), but counted as
+  // background work and not signalled as foreground activity. Adds the
+  // bytes fetched to *fetched.
+  Status FetchChunks(uint64_t first, uint64_t count, uint64_t* fetched);
 
   // Once AllReady(): verifies the whole file as `evs verity verify` would
   // (verity::VerifyImageFile on one thread: every block, the zero gap after

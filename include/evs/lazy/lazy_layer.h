@@ -34,11 +34,14 @@ namespace evs::lazy {
 
 struct LazyLayerOptions {
   LazyFetchOptions fetch;
-  // FUSE worker threads. More than for a local file: a thread waiting on a
-  // miss cannot serve a cached block meanwhile, so with 16 threads 16
-  // concurrent misses still leave cached reads unaffected... until the
-  // 17th (docs/lazy.md, "Limits").
-  int fuse_threads = 16;
+  // FUSE worker threads. More than for a local file (4): a thread waiting
+  // on a miss cannot serve a cached block meanwhile, so up to 8 concurrent
+  // misses leave cached reads unaffected. Not more: every request wakes
+  // every worker (VerifiedBlockFile polls one descriptor from all of them),
+  // and on this 2-core machine 16 threads cut the read throughput of a
+  // fully fetched layer to 0.7-0.9 × a local mount, where 8 give 1.06
+  // (bench/lazy; docs/requests.md asks for exclusive wake-ups).
+  int fuse_threads = 8;
   // The rest of the FUSE file's options (max_read, direct_io, tree cache).
   verity::VerifiedBlockFileOptions fuse;
   // Extra EROFS mount options.
