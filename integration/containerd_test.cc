@@ -8,7 +8,6 @@
 // Needs root, erofs, overlay, containerd, runc, ctr, umoci, skopeo,
 // docker-registry and a static busybox (busybox-static); skips with the
 // reason otherwise.
-#include <dirent.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -45,31 +44,6 @@ std::string Quote(const std::string& s) {
     }
   }
   return out + "'";
-}
-
-// Stops verifier processes (serve-verified-layer) whose arguments name a
-// path under `dir`: a daemon killed with SIGKILL leaves them serving, by
-// design, and a test must not leave them behind.
-void StopVerifiersUnder(const std::string& dir) {
-  std::vector<pid_t> pids;
-  DIR* proc = ::opendir("/proc");
-  if (proc == nullptr) return;
-  while (struct dirent* e = ::readdir(proc)) {
-    pid_t pid = static_cast<pid_t>(std::atoi(e->d_name));
-    if (pid <= 1) continue;
-    std::ifstream in(std::string("/proc/") + e->d_name + "/cmdline");
-    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (cmdline.find(std::string("serve-verified-layer") + '\0') != std::string::npos &&
-        cmdline.find(dir + "/") != std::string::npos) {
-      pids.push_back(pid);
-    }
-  }
-  ::closedir(proc);
-  for (pid_t pid : pids) ::kill(pid, SIGTERM);
-  for (pid_t pid : pids) {
-    for (int i = 0; i < 500 && ::kill(pid, 0) == 0; ++i) ::usleep(10000);
-    ::kill(pid, SIGKILL);
-  }
 }
 
 bool WaitForSocket(const std::string& path, const ChildProcess& process) {
@@ -122,7 +96,7 @@ class ContainerdWithEvs : public ::testing::Test {
     }
     containerd_.Stop();
     evs_.Stop();
-    StopVerifiersUnder(dir_.path());
+    evs::testing::KillProcessesMentioning(dir_.path() + "/");
     if (HasFailure()) {
       std::cerr << "--- evs log (tail) ---\n"
                 << Tail(EvsLog()) << "--- containerd log (tail) ---\n"

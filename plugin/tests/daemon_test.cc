@@ -1,6 +1,5 @@
 // containerd-evs-grpc as containerd sees it: a process serving the
 // snapshots API on a unix socket. Each test starts the real binary.
-#include <dirent.h>
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -10,7 +9,6 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <fstream>
 #include <thread>
 
 #include "containerd/services/snapshots/v1/snapshots.grpc.pb.h"
@@ -23,31 +21,6 @@ namespace {
 namespace v1 = ::containerd::services::snapshots::v1;
 using evs::testing::ReadFileOrDie;
 using evs::testing::TempDir;
-
-// Stops verifier processes (serve-verified-layer) whose arguments name a
-// path under `dir`: a daemon killed with SIGKILL leaves them serving, by
-// design, and a test must not leave them behind.
-void StopVerifiersUnder(const std::string& dir) {
-  std::vector<pid_t> pids;
-  DIR* proc = ::opendir("/proc");
-  if (proc == nullptr) return;
-  while (struct dirent* e = ::readdir(proc)) {
-    pid_t pid = static_cast<pid_t>(std::atoi(e->d_name));
-    if (pid <= 1) continue;
-    std::ifstream in(std::string("/proc/") + e->d_name + "/cmdline");
-    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (cmdline.find(std::string("serve-verified-layer") + '\0') != std::string::npos &&
-        cmdline.find(dir + "/") != std::string::npos) {
-      pids.push_back(pid);
-    }
-  }
-  ::closedir(proc);
-  for (pid_t pid : pids) ::kill(pid, SIGTERM);
-  for (pid_t pid : pids) {
-    for (int i = 0; i < 500 && ::kill(pid, 0) == 0; ++i) ::usleep(10000);
-    ::kill(pid, SIGKILL);
-  }
-}
 
 std::string DaemonBinary() { return evs::testing::BuildDir() + "/plugin/containerd-evs-grpc"; }
 
@@ -158,7 +131,7 @@ class DaemonTest : public ::testing::Test {
     EXPECT_TRUE(d->WaitReady()) << ReadFileOrDie(log());
     return d;
   }
-  void TearDown() override { StopVerifiersUnder(dir_.path()); }
+  void TearDown() override { evs::testing::KillProcessesMentioning(dir_.path() + "/"); }
   std::string root() const { return dir_.Join("root"); }
   std::string socket() const { return dir_.Join("run/evs.sock"); }
   std::string log() const { return dir_.Join("daemon.log"); }
