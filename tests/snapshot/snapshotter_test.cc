@@ -312,6 +312,37 @@ TEST_P(SnapshotterTest, LabelsOver4096BytesAreInvalidArgumentAndNothingIsCreated
   EXPECT_EQ(List(root() + "/snapshots").size(), 1u);
 }
 
+TEST_P(SnapshotterTest, HostileKeysAreDataNeverPaths) {
+  const std::vector<std::string> keys = {"../../../../etc/passwd",
+                                         "/absolute/path",
+                                         std::string("nul\0inside", 10),
+                                         "new\nline",
+                                         std::string(8192, 'k'),
+                                         "snapshots/1",
+                                         "..",
+                                         "m/1"};
+  for (const std::string& key : keys) {
+    auto r = sn_->Prepare(key, "", {{key.substr(0, 100), "v"}});
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    auto info = sn_->Stat(key);
+    ASSERT_TRUE(info.ok());
+    EXPECT_EQ(info->name, key);
+  }
+  // Directories are named by id only; nothing was created outside the root.
+  for (const std::string& n : List(root() + "/snapshots")) {
+    EXPECT_EQ(n.find_first_not_of("0123456789"), std::string::npos) << n;
+  }
+  EXPECT_EQ(List(root() + "/snapshots").size(), keys.size());
+  ASSERT_TRUE(sn_->Commit("c", "../../../../etc/passwd", {}).ok());
+  for (const std::string& key : keys) {
+    if (key != "../../../../etc/passwd") {
+      EXPECT_TRUE(sn_->Remove(key).ok());
+    }
+  }
+  EXPECT_TRUE(sn_->Remove("c").ok());
+  EXPECT_TRUE(List(root() + "/snapshots").empty());
+}
+
 TEST_P(SnapshotterTest, UpdateChangesOnlyTheNamedLabels) {
   ASSERT_TRUE(sn_->Prepare("k", "", {{"a", "1"}, {"b", "2"}}).ok());
   Info info;
