@@ -2,6 +2,9 @@
 
 #include <charconv>
 
+#include "evs/oci/media_types.h"
+#include "evs/verity/format.h"
+
 namespace evs::lazy {
 namespace {
 
@@ -95,6 +98,47 @@ Result<LayerVerity> ParseLayerVerity(const std::map<std::string, std::string>& a
                                 " is not a positive multiple of the block size ", v.block_size);
   }
   return v;
+}
+
+Result<uint64_t> LayerFileSize(const LayerVerity& verity) {
+  verity::VerityParams params;
+  params.algorithm = verity.root_digest.algorithm();
+  params.data_block_size = verity.block_size;
+  params.hash_block_size = 4096;
+  params.data_blocks = verity.hash_offset / verity.block_size;
+  EVS_ASSIGN_OR_RETURN(verity::TreeLayout layout,
+                       verity::TreeLayout::Compute(params, verity.hash_offset));
+  return layout.end_offset;
+}
+
+Result<RemoteLayer> RemoteLayerFromLabels(const std::map<std::string, std::string>& labels) {
+  auto label = [&](std::string_view a, std::string_view b) -> const std::string* {
+    for (auto key : {a, b}) {
+      auto it = labels.find(std::string(key));
+      if (it != labels.end() && !it->second.empty()) return &it->second;
+    }
+    return nullptr;
+  };
+  const std::string* layer_digest = label(kCriLayerDigestLabel, kStargzDigestLabel);
+  const std::string what =
+      StrCat("layer ", layer_digest != nullptr ? *layer_digest : std::string("(unnamed)"));
+  RemoteLayer r;
+  EVS_ASSIGN_OR_RETURN(r.verity, ParseLayerVerity(labels, what));
+  const std::string* image = label(kCriImageRefLabel, kStargzReferenceLabel);
+  if (image == nullptr || layer_digest == nullptr) {
+    return InvalidArgumentError(what, ": dm-verity labels without ",
+                                image == nullptr ? kCriImageRefLabel : kCriLayerDigestLabel);
+  }
+  auto ref = oci::Reference::Parse(*image);
+  if (!ref.ok()) return ref.status().Annotate(StrCat(what, ": label ", kCriImageRefLabel));
+  r.repository = *ref;
+  auto digest = Digest::Parse(*layer_digest);
+  if (!digest.ok()) return digest.status().Annotate(StrCat("label ", kCriLayerDigestLabel));
+  r.descriptor.digest = *digest;
+  r.descriptor.media_type = std::string(oci::kErofsLayer);
+  EVS_ASSIGN_OR_RETURN(uint64_t size, LayerFileSize(r.verity));
+  r.descriptor.size = static_cast<int64_t>(size);
+  return r;
 }
 
 }  // namespace evs::lazy

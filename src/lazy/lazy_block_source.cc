@@ -111,14 +111,14 @@ Result<std::shared_ptr<LazyBlockSource>> LazyBlockSource::Open(registry::Registr
   return source;
 }
 
-registry::CallOptions LazyBlockSource::MissCall() const {
+registry::CallOptions LazyBlockSource::CallWithin(std::chrono::milliseconds timeout) const {
   registry::CallOptions call;
-  call.deadline = std::chrono::steady_clock::now() + options_.miss_timeout;
+  call.deadline = std::chrono::steady_clock::now() + timeout;
   registry::RetryPolicy retry;
   retry.max_attempts = 1 << 20;  // bounded by time, not count
   retry.initial_backoff = options_.initial_backoff;
   retry.max_backoff = options_.max_backoff;
-  retry.max_elapsed = options_.miss_timeout;
+  retry.max_elapsed = timeout;
   call.retry = retry;
   return call;
 }
@@ -163,7 +163,7 @@ Status LazyBlockSource::LoadTree() {
   // One ranged GET for the whole region (superblock and tree), written to
   // the cache unmarked, then checked against the root digest.
   const auto start = std::chrono::steady_clock::now();
-  registry::CallOptions call;  // the client's retry policy: the tree may be megabytes
+  const registry::CallOptions call = CallWithin(options_.tree_timeout);
   EVS_ASSIGN_OR_RETURN(registry::RemoteBlob * remote, Remote(call));
   CacheRangeSink sink(cache_.get(), hash_offset_);
   requests_.fetch_add(1);
@@ -387,7 +387,7 @@ Status LazyBlockSource::Fetch(uint64_t first, uint64_t last, FillContext* ctx) {
     }
   } scope(ctx->foreground ? options_.activity.get() : nullptr);
 
-  const registry::CallOptions call = MissCall();
+  const registry::CallOptions call = CallWithin(options_.miss_timeout);
   auto remote = Remote(call);
   if (!remote.ok()) {
     fetch_errors_.fetch_add(1, std::memory_order_relaxed);

@@ -8,6 +8,7 @@
 
 #include "evs/common/file.h"
 #include "evs/lazy/layer_cache.h"
+#include "evs/verity/layer_builder.h"
 #include "test_util.h"
 
 namespace evs::lazy {
@@ -103,6 +104,66 @@ TEST(LayerVerityAnnotations, MalformedValuesNameTheKey) {
     EXPECT_NE(v.status().message().find(needle), std::string::npos) << v.status().message();
     EXPECT_NE(v.status().message().find("layer sha256:abc"), std::string::npos);
   }
+}
+
+TEST(LayerFileSize, IsTheSizeOfALayerFileBuiltWithThoseParameters) {
+  TempDir dir;
+  for (int files : {1, 40, 700}) {
+    const std::string tree = dir.Join(StrCat("tree", files));
+    for (int i = 0; i < files; ++i) {
+      evs::testing::WriteFile(JoinPath(tree, StrCat("d", i % 7, "/f", i)),
+                              std::string(i * 131, 'x'));
+    }
+    verity::LayerBuildOptions options;
+    auto info = verity::BuildLayer(verity::LayerInput::Directory(tree),
+                                   dir.Join(StrCat("layer", files)), options);
+    ASSERT_TRUE(info.ok()) << info.status().ToString();
+    LayerVerity v;
+    v.root_digest = info->verity->root_digest;
+    v.hash_offset = info->verity->hash_offset;
+    v.block_size = 4096;
+    auto size = LayerFileSize(v);
+    ASSERT_TRUE(size.ok()) << size.status().ToString();
+    EXPECT_EQ(*size, info->file_size) << files << " files";
+  }
+}
+
+TEST(RemoteLayerFromLabels, NamesTheLayerFromCriOrStargzLabels) {
+  Map labels;
+  SetLayerVerityAnnotations(Example(), &labels);
+  labels.erase("org.erofs.dmverity.root_digest");  // Prepare sees only the prefixed copies
+  labels.erase("org.erofs.dmverity.hash_offset");
+  labels.erase("org.erofs.dmverity.block_size");
+  const std::string layer = Digest::Sha256Of("layer").ToString();
+  labels["containerd.io/snapshot/cri.image-ref"] = "registry.example:5000/app:v1-evs";
+  labels["containerd.io/snapshot/cri.layer-digest"] = layer;
+  auto r = RemoteLayerFromLabels(labels);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->repository.Name(), "registry.example:5000/app");
+  EXPECT_EQ(r->descriptor.digest.ToString(), layer);
+  EXPECT_EQ(r->descriptor.media_type, "application/vnd.erofs.layer.v1");
+  EXPECT_EQ(static_cast<uint64_t>(r->descriptor.size), *LayerFileSize(Example()));
+  EXPECT_EQ(r->verity, Example());
+
+  Map stargz = labels;
+  stargz.erase("containerd.io/snapshot/cri.image-ref");
+  stargz.erase("containerd.io/snapshot/cri.layer-digest");
+  stargz["containerd.io/snapshot/remote/stargz.reference"] = "registry.example:5000/app:v1-evs";
+  stargz["containerd.io/snapshot/remote/stargz.digest"] = layer;
+  auto s = RemoteLayerFromLabels(stargz);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(s->descriptor.digest.ToString(), layer);
+
+  Map no_image = labels;
+  no_image.erase("containerd.io/snapshot/cri.image-ref");
+  EXPECT_EQ(RemoteLayerFromLabels(no_image).status().code(), Code::kInvalidArgument);
+  Map bad_digest = labels;
+  bad_digest["containerd.io/snapshot/cri.layer-digest"] = "sha256:nothex";
+  EXPECT_EQ(RemoteLayerFromLabels(bad_digest).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(
+      RemoteLayerFromLabels({{"containerd.io/snapshot/cri.layer-digest", layer}}).status().code(),
+      Code::kNotFound)
+      << "an ordinary layer: not lazy";
 }
 
 LayerCacheIdentity Identity(uint64_t size = 10 * 4096 + 1000) {

@@ -172,6 +172,8 @@ TEST_F(ImageConvert, CliTurnsEveryLayerIntoAVerifiableErofsLayer) {
     auto verity = ParseLayerVerity(layer.annotations, "layer");
     ASSERT_TRUE(verity.ok()) << verity.status().ToString();
     EXPECT_EQ(verity->block_size, 4096u);
+    EXPECT_EQ(LayerFileSize(*verity).value(), static_cast<uint64_t>(layer.size))
+        << "the size follows from the annotations (Prepare's labels carry no size)";
 
     // The blob is a layer file `evs verity verify` accepts with the
     // annotated root, and holds the source layer's files.

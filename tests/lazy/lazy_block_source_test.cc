@@ -341,6 +341,23 @@ TEST_F(LazyBlockSourceTest, RegistryDownCachedBlocksReadMissesFailInBoundAndReco
   EXPECT_TRUE(miss == expected.substr(3 * kChunk, 4096));
 }
 
+TEST_F(LazyBlockSourceTest, WithoutACachedTreeAnUnreachableRegistryFailsOpenInBound) {
+  TempDir cache;
+  LazyFetchOptions options = Fast();
+  options.tree_timeout = std::chrono::milliseconds(1500);
+  const std::string nobody = "127.0.0.1:" + std::to_string(evs::testing::FreePort());
+  const auto start = std::chrono::steady_clock::now();
+  auto source = Open(client_, Via(layer_->layer, nobody), cache.Join("c"), options);
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  ASSERT_FALSE(source.ok());
+  EXPECT_TRUE(source.status().code() == Code::kUnavailable ||
+              source.status().code() == Code::kDeadlineExceeded)
+      << source.status().ToString();
+  EXPECT_NE(source.status().message().find(nobody), std::string::npos)
+      << "names the registry: " << source.status().message();
+  EXPECT_LT(elapsed, std::chrono::seconds(30)) << "bounded (tree_timeout is 1.5 s)";
+}
+
 TEST_F(LazyBlockSourceTest, ConnectionResetsDuringRangeReadsAreRetried) {
   EVS_REQUIRE_REGISTRY_TOOLS();
   // After the probe and the tree, the next three blob responses are cut

@@ -22,6 +22,8 @@
 
 #include "evs/common/digest.h"
 #include "evs/common/status.h"
+#include "evs/oci/manifest.h"
+#include "evs/oci/reference.h"
 
 namespace evs::lazy {
 
@@ -68,5 +70,38 @@ void SetLayerVerityAnnotations(const LayerVerity& verity,
 // either set is present (the layer is not a lazy-loadable EROFS layer).
 Result<LayerVerity> ParseLayerVerity(const std::map<std::string, std::string>& annotations,
                                      std::string_view what);
+
+// The size of a layer file whose tree is laid out as veritysetup does by
+// default and `evs image convert` writes it: hash type 1, 4096-byte hash
+// blocks, the root digest's algorithm, a superblock at hash_offset
+// (verity::TreeLayout). What a lazy layer uses when only annotations or
+// labels are at hand; a blob of another size fails verification anyway.
+Result<uint64_t> LayerFileSize(const LayerVerity& verity);
+
+// A layer in a registry that can be loaded lazily.
+struct RemoteLayer {
+  oci::Reference repository;   // registry and repository (tag and digest unused)
+  oci::Descriptor descriptor;  // the layer blob: digest and size (the file's size)
+  LayerVerity verity;          // from the layer's annotations (ParseLayerVerity)
+};
+
+// Labels containerd passes to Prepare that name the image and the layer:
+// the CRI's (AppendInfoHandlerWrapper; also `ctr-remote images rpull
+// --use-containerd-labels`, nerdctl) and stargz's (`ctr-remote images
+// rpull`), reference/remote-snapshotters.md §1.
+inline constexpr std::string_view kCriImageRefLabel = "containerd.io/snapshot/cri.image-ref";
+inline constexpr std::string_view kCriLayerDigestLabel = "containerd.io/snapshot/cri.layer-digest";
+inline constexpr std::string_view kStargzReferenceLabel =
+    "containerd.io/snapshot/remote/stargz.reference";
+inline constexpr std::string_view kStargzDigestLabel =
+    "containerd.io/snapshot/remote/stargz.digest";
+
+// The lazy layer a Prepare's labels describe: image reference and layer
+// digest from the CRI labels (else stargz's), dm-verity parameters from the
+// containerd.io/snapshot/evs.* labels, the size from LayerFileSize. NotFound
+// when the labels carry no dm-verity parameters (not an evs layer: use
+// another path); InvalidArgument naming the label when one is malformed or
+// the image or layer is not named. Pure; no I/O.
+Result<RemoteLayer> RemoteLayerFromLabels(const std::map<std::string, std::string>& labels);
 
 }  // namespace evs::lazy

@@ -46,13 +46,6 @@
 
 namespace evs::lazy {
 
-// A layer in a registry that can be loaded lazily.
-struct RemoteLayer {
-  oci::Reference repository;   // registry and repository (tag and digest unused)
-  oci::Descriptor descriptor;  // the layer blob: digest and size (the file's size)
-  LayerVerity verity;          // from the layer's annotations (ParseLayerVerity)
-};
-
 // Shared by the sources of one process and the BackgroundFetcher: how many
 // foreground fetches (a reader waiting) are running and when the last one
 // ended, so background work can step aside.
@@ -74,7 +67,11 @@ struct LazyFetchOptions {
   // network blip, short enough that a container sees an error before a
   // user gives up on it.
   std::chrono::milliseconds miss_timeout{20'000};
-  // Retry backoff within miss_timeout.
+  // The hash tree fetch at Open (with its retries) gives up after this, so
+  // that a Prepare facing a dead registry falls back instead of hanging. A
+  // 10 GiB layer's tree is 80 MiB: 7 s at 100 Mbit/s.
+  std::chrono::milliseconds tree_timeout{60'000};
+  // Retry backoff within miss_timeout and tree_timeout.
   std::chrono::milliseconds initial_backoff{100};
   std::chrono::milliseconds max_backoff{2'000};
   // Optional; see ForegroundActivity.
@@ -91,8 +88,8 @@ class LazyBlockSource : public verity::LayerBlockSource {
   // marked in the cache; the caller must refuse the mount); InvalidArgument
   // when the descriptor and the verity parameters do not fit together;
   // Unavailable/NotFound/… from the registry when the tree had to be
-  // fetched. Blocks for that one GET at most. `client` must outlive the
-  // source.
+  // fetched (within tree_timeout). Blocks for that one GET at most.
+  // `client` must outlive the source.
   static Result<std::shared_ptr<LazyBlockSource>> Open(registry::RegistryClient* client,
                                                        const RemoteLayer& layer,
                                                        std::unique_ptr<LayerCache> cache,
@@ -166,7 +163,7 @@ class LazyBlockSource : public verity::LayerBlockSource {
   Status TrustLocal(uint64_t first, uint64_t last);
   Status Fetch(uint64_t first, uint64_t last, FillContext* ctx);
   Result<registry::RemoteBlob*> Remote(const registry::CallOptions& call);
-  registry::CallOptions MissCall() const;
+  registry::CallOptions CallWithin(std::chrono::milliseconds timeout) const;
   void TrustRange(uint64_t first, uint64_t count);
 
   registry::RegistryClient* client_;
