@@ -17,7 +17,8 @@
 # (user + sys, all threads) and peak RSS of that run. Targets: convert ≤ 1.3 ×
 # igzip, peak RSS ≤ 64 MiB.
 #
-# usage: bench/convert/convert_bench.sh [--runs N] [--evs PATH] [BLOB.tar.gz]
+# usage: bench/convert/convert_bench.sh [--runs N] [--evs PATH] [--out-dir DIR]
+#                                       [BLOB.tar.gz]
 # Without BLOB it builds $TMPDIR/evs-bench-convert/usr.tar.gz once (a tar of
 # /usr/include, /usr/share/doc, /usr/share/man and /usr/lib/python3: ~430 MB
 # of tar in ~40 000 entries, most of them small files, the hard case for a
@@ -31,10 +32,12 @@ set -euo pipefail
 runs=3
 evs=""
 blob=""
+out_dir=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --runs) runs="$2"; shift 2 ;;
     --evs) evs="$2"; shift 2 ;;
+    --out-dir) out_dir="$2"; shift 2 ;;
     -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) blob="$1"; shift ;;
   esac
@@ -63,16 +66,26 @@ if [[ -z "$blob" ]]; then
     mv "$blob.tmp" "$blob"
   fi
 fi
-out="$work/out"
+out="${out_dir:-$work}/evs-bench-out"
 rm -rf "$out"
 mkdir -p "$out"
-trap 'rm -rf "$out"' EXIT
+# Every row reads the blob from memory: a copy in /dev/shm (tmpfs), which the
+# page-cache reclaim some VMs run (DAMON here) cannot evict between runs.
+# The images are written to $work (disk, as in real use) or to --out-dir
+# (e.g. /dev/shm, to take the disk out of the comparison).
+source_blob="$blob"
+shm_blob=""
+if [[ -d /dev/shm && -w /dev/shm ]]; then
+  shm_blob="$(mktemp /dev/shm/evs-bench-blob.XXXXXX)"
+  cp "$blob" "$shm_blob"
+  blob="$shm_blob"
+fi
+trap 'rm -rf "$out" ${shm_blob:+"$shm_blob"}' EXIT
 
 tar_bytes=$(gzip -dc "$blob" | wc -c)
 blob_bytes=$(stat -c %s "$blob")
 blob_digest="sha256:$(sha256sum "$blob" | cut -d' ' -f1)"
 diff_id="sha256:$(gzip -dc "$blob" | sha256sum | cut -d' ' -f1)"
-cat "$blob" > /dev/null  # warm the page cache: every row reads it from memory
 
 # The rows, measured round-robin (run 1 of every row, then run 2, …) so that
 # a change in the machine's load hits all rows alike; each row keeps its best
@@ -113,10 +126,11 @@ if [[ ${#cmds[@]} -gt 5 ]]; then
 fi
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 
-printf '\nbench/convert: %s\n' "$blob"
-printf 'blob %.1f MB gzip, tar %.1f MB, image %.1f MB; best of %d runs; %s, %s cores, load %s\n\n' \
+printf '\nbench/convert: %s\n' "$source_blob"
+printf 'blob %.1f MB gzip, tar %.1f MB, image %.1f MB; best of %d runs; images on %s (%s);\n%s, %s cores, load %s\n\n' \
   "$(awk "BEGIN{print $blob_bytes/1e6}")" "$(awk "BEGIN{print $tar_bytes/1e6}")" \
-  "$(awk "BEGIN{print $image_bytes/1e6}")" "$runs" "$(uname -r)" "$(nproc)" "$load"
+  "$(awk "BEGIN{print $image_bytes/1e6}")" "$runs" "$out" "$(stat -f -c %T "$out")" \
+  "$(uname -r)" "$(nproc)" "$load"
 printf '%-34s %8s %8s %9s %8s %10s\n' "" "wall s" "× igzip" "tar MB/s" "CPU s" "peak RSS"
 for i in "${!names[@]}"; do
   printf '%-34s %8.2f %8.2f %9.0f %8.2f %6.1f MiB\n' "${names[$i]}" "${walls[$i]}" \
