@@ -57,6 +57,7 @@ Result<LayerInfo> BuildLayer(const LayerInput& input, const std::string& out_pat
     params.uuid = DeriveUuid(options.uuid_seed);
     TreeBuildOptions build;
     build.threads = options.hash_threads;
+    build.async_bytes = options.hash_queue_bytes;
     build.spill_dir = Dirname(out_path);
     build.what = name;
     EVS_ASSIGN_OR_RETURN(tree, VerityTreeBuilder::Create(params, build));

@@ -7,8 +7,12 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include "block_hasher.h"
@@ -143,11 +147,100 @@ struct VerityTreeBuilder::State {
   std::vector<uint8_t> scratch;                       // spill mode: digests of a batch
   uint64_t observed = 0;
   uint64_t end_seen = 0;  // one past the highest block observed
-  Status status;
+  Status status;          // the hashing side's first error
+
+  // Asynchronous mode (options.async_bytes > 0): OnBlocks() copies each
+  // batch into a queue that `hasher` drains; the store, the pool and
+  // `status` belong to that thread until Drain() has joined it.
+  struct Batch {
+    uint64_t first = 0;
+    size_t count = 0;
+    std::vector<uint8_t> bytes;
+  };
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Batch> queue;
+  std::vector<std::vector<uint8_t>> free_buffers;
+  size_t queued_bytes = 0;
+  bool closing = false;
+  std::thread hasher;
+
+  // Hashes one batch into the store (either mode).
+  void Hash(uint64_t first, const uint8_t* data, size_t count) {
+    if (!status.ok()) return;
+    status = store->Reserve(first + count);
+    if (!status.ok()) return;
+    const size_t bs = params.data_block_size;
+    if (store->in_memory()) {
+      HashBatch(*pool, hashers, data, bs, count, store->MemorySlot(first), slot);
+      return;
+    }
+    // Spill mode: hash a piece at a time into scratch, then write it out.
+    const size_t piece = std::max<size_t>(1, (8u << 20) / bs);
+    for (size_t done = 0; done < count && status.ok(); done += piece) {
+      size_t n = std::min(piece, count - done);
+      scratch.assign(n * slot, 0);
+      HashBatch(*pool, hashers, data + done * bs, bs, n, scratch.data(), slot);
+      status = store->Put(first + done, scratch.data(), n);
+    }
+  }
+
+  void HasherLoop() {
+    for (;;) {
+      Batch batch;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return closing || !queue.empty(); });
+        if (queue.empty()) return;  // closing, and everything hashed
+        batch = std::move(queue.front());
+        queue.pop_front();
+      }
+      Hash(batch.first, batch.bytes.data(), batch.count);
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        queued_bytes -= batch.bytes.size();
+        free_buffers.push_back(std::move(batch.bytes));
+      }
+      cv.notify_all();
+    }
+  }
+
+  void Enqueue(uint64_t first, const uint8_t* data, size_t count) {
+    const size_t n = count * params.data_block_size;
+    std::vector<uint8_t> buf;
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      // Back-pressure: at most async_bytes waiting (a larger batch still
+      // goes through, alone).
+      cv.wait(lock, [&] { return queued_bytes == 0 || queued_bytes + n <= options.async_bytes; });
+      if (!free_buffers.empty()) {
+        buf = std::move(free_buffers.back());
+        free_buffers.pop_back();
+      }
+      queued_bytes += n;
+    }
+    buf.assign(data, data + n);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      queue.push_back(Batch{first, count, std::move(buf)});
+    }
+    cv.notify_all();
+  }
+
+  // Lets the hashing thread finish the queue, then joins it.
+  void Drain() {
+    if (!hasher.joinable()) return;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      closing = true;
+    }
+    cv.notify_all();
+    hasher.join();
+  }
 };
 
 VerityTreeBuilder::VerityTreeBuilder() : state_(std::make_unique<State>()) {}
-VerityTreeBuilder::~VerityTreeBuilder() = default;
+VerityTreeBuilder::~VerityTreeBuilder() { state_->Drain(); }
 
 Result<std::unique_ptr<VerityTreeBuilder>> VerityTreeBuilder::Create(const VerityParams& params,
                                                                      TreeBuildOptions options) {
@@ -168,6 +261,7 @@ Result<std::unique_ptr<VerityTreeBuilder>> VerityTreeBuilder::Create(const Verit
   }
   s.store =
       std::make_unique<DigestStore>(s.slot, options.memory_limit, options.spill_dir, options.what);
+  if (options.async_bytes > 0) s.hasher = std::thread([&s] { s.HasherLoop(); });
   return b;
 }
 
@@ -175,21 +269,11 @@ uint64_t VerityTreeBuilder::blocks_observed() const { return state_->observed; }
 
 void VerityTreeBuilder::OnBlocks(uint64_t first, const uint8_t* data, size_t count) {
   State& s = *state_;
-  if (!s.status.ok() || count == 0) return;
-  s.status = s.store->Reserve(first + count);
-  if (!s.status.ok()) return;
-  const size_t bs = s.params.data_block_size;
-  if (s.store->in_memory()) {
-    HashBatch(*s.pool, s.hashers, data, bs, count, s.store->MemorySlot(first), s.slot);
+  if (count == 0) return;
+  if (s.hasher.joinable()) {
+    s.Enqueue(first, data, count);
   } else {
-    // Spill mode: hash a piece at a time into scratch, then write it out.
-    const size_t piece = std::max<size_t>(1, (8u << 20) / bs);
-    for (size_t done = 0; done < count && s.status.ok(); done += piece) {
-      size_t n = std::min(piece, count - done);
-      s.scratch.assign(n * s.slot, 0);
-      HashBatch(*s.pool, s.hashers, data + done * bs, bs, n, s.scratch.data(), s.slot);
-      s.status = s.store->Put(first + done, s.scratch.data(), n);
-    }
+    s.Hash(first, data, count);
   }
   s.observed += count;
   s.end_seen = std::max<uint64_t>(s.end_seen, first + count);
@@ -198,6 +282,7 @@ void VerityTreeBuilder::OnBlocks(uint64_t first, const uint8_t* data, size_t cou
 Result<VerityDescriptor> VerityTreeBuilder::Finish(int fd, uint64_t data_blocks) {
   State& s = *state_;
   const std::string& what = s.options.what;
+  s.Drain();
   EVS_RETURN_IF_ERROR(s.status);
   if (s.observed != data_blocks || s.end_seen != data_blocks) {
     return InternalError(what, ": verity tree builder saw ", s.observed, " blocks (highest ",

@@ -178,17 +178,23 @@ TEST(VerityTreeBuilder, BlocksInAnyOrderGiveTheSameTreeAsFormattingTheFile) {
   std::shuffle(batches.begin(), batches.end(), rng);
   batches.push_back({0, 1});
 
-  Digest root_observer;
+  // Hashing on the caller's thread, and queued to the builder's own.
+  Digest root_sync, root_async;
   TreeBuildOptions build;
   build.threads = 2;
-  std::string observed = BuildThroughObserver(image, params, batches, build, &root_observer);
+  std::string observed = BuildThroughObserver(image, params, batches, build, &root_sync);
+  build.async_bytes = 1 << 20;  // smaller than some batches: back-pressure
+  std::string queued = BuildThroughObserver(image, params, batches, build, &root_async);
 
   FormatOptions options;
   options.params = params;
   auto formatted = FormatImageFile(image, options);
   ASSERT_TRUE(formatted.ok()) << formatted.status().ToString();
-  EXPECT_EQ(root_observer, formatted->root_digest);
-  EXPECT_TRUE(observed == ReadFileOrDie(image)) << "observer-built file differs";
+  EXPECT_EQ(root_sync, formatted->root_digest);
+  EXPECT_EQ(root_async, formatted->root_digest);
+  std::string expected = ReadFileOrDie(image);
+  EXPECT_TRUE(observed == expected) << "observer-built file differs";
+  EXPECT_TRUE(queued == expected) << "file built with queued hashing differs";
 }
 
 TEST(VerityTreeBuilder, SpillingLevelZeroToDiskGivesTheSameTree) {
@@ -212,6 +218,10 @@ TEST(VerityTreeBuilder, SpillingLevelZeroToDiskGivesTheSameTree) {
   std::string second = BuildThroughObserver(image, params, batches, b, &spilled);
   EXPECT_EQ(in_memory, spilled);
   EXPECT_TRUE(first == second);
+  b.async_bytes = 8 << 20;
+  std::string third = BuildThroughObserver(image, params, batches, b, &spilled);
+  EXPECT_EQ(in_memory, spilled);
+  EXPECT_TRUE(first == third);
   // The spill file was unlinked from the start: nothing is left behind.
   EXPECT_EQ(evs::testing::ShOk(StrCat("ls -A '", dir.path(), "' | wc -l")), "2\n");
 }

@@ -62,6 +62,10 @@ struct LayerBuildOptions {
   uint32_t hash_type = 1;
   // Threads hashing level 0 (0: one per CPU, at most 8).
   int hash_threads = 0;
+  // Blocks wait for hashing in a queue of up to this many bytes, hashed on
+  // the tree builder's own thread(s), so that the writer goes on writing
+  // (TreeBuildOptions::async_bytes); 0 hashes on the writer's thread.
+  size_t hash_queue_bytes = 8u << 20;
   // Replace an existing file at the output path (else AlreadyExists).
   bool replace = false;
 };
@@ -83,9 +87,9 @@ struct LayerInfo {
 };
 
 // Builds the layer file at `out_path`. Blocks until done (decompression runs
-// on a thread of its own; level-0 hashing uses `hash_threads`). Memory is
-// bounded independent of layer size: the writer's metadata, 32 MiB of
-// level-0 digests at most (then spilled to an unlinked file beside
+// on a thread of its own, level-0 hashing on the tree builder's). Memory is
+// bounded independent of layer size: the writer's metadata, the hash queue,
+// 32 MiB of level-0 digests at most (then spilled to an unlinked file beside
 // `out_path`), ~1/128 of that for the upper levels.
 //
 // Errors name the input: a bad stream or tar, an entry the image cannot hold

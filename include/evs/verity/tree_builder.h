@@ -30,6 +30,12 @@ struct TreeBuildOptions {
   std::string spill_dir;
   // Names the image in error messages ("layer sha256:…").
   std::string what = "image";
+  // > 0: OnBlocks() only copies each batch into a queue of at most this
+  // many bytes, and a thread of the builder's own hashes it, so the writer
+  // waits for hashing only when the queue is full: the hashing overlaps the
+  // writer's I/O waits. 0: OnBlocks() hashes before it returns (no copy;
+  // what FormatImageFile uses, with batches large enough to split).
+  size_t async_bytes = 0;
 };
 
 // Hashes data blocks as they are produced and, once the image is complete,
@@ -51,9 +57,10 @@ class VerityTreeBuilder : public BlockObserver {
                                                            TreeBuildOptions options = {});
   ~VerityTreeBuilder() override;
 
-  // BlockObserver: hashes `count` data blocks starting at block `first`, in
-  // any order, each exactly once. Cannot fail here: an I/O error of the
-  // spill file is kept and returned by Finish().
+  // BlockObserver: hashes (or, with async_bytes, queues) `count` data
+  // blocks starting at block `first`, in any order, each exactly once.
+  // Cannot fail here: an I/O error of the spill file is kept and returned
+  // by Finish().
   void OnBlocks(uint64_t first, const uint8_t* data, size_t count) override;
 
   // Completes the tree for an image of `data_blocks` blocks, all of which
