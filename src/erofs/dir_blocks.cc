@@ -9,10 +9,10 @@ namespace evs::erofs {
 
 std::vector<DirItem> DirectoryItems(Node* dir) {
   std::vector<DirItem> items;
-  items.reserve(dir->dir->children.size() + 2);
+  items.reserve(dir->dir->sorted.size() + 2);
   const DirItem dot{".", dir}, dotdot{"..", dir->dir->parent};
   bool dots_done = false;
-  for (auto& [name, node] : SortedChildren(dir)) {
+  for (auto& [name, node] : dir->dir->sorted) {
     // "." and ".." sort after names starting with bytes below '.', and
     // before "..x" and everything above.
     if (!dots_done && name > std::string_view("..")) {

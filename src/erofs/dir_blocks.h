@@ -20,7 +20,8 @@ struct DirItem {
   Node* node;
 };
 
-// The entries of directory `dir` in on-disk order, "." and ".." included.
+// The entries of directory `dir` (frozen: tree.h Freeze()) in on-disk order,
+// "." and ".." included.
 std::vector<DirItem> DirectoryItems(Node* dir);
 
 // Byte length (i_size) of the directory data for `items`: whole blocks, then

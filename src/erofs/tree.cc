@@ -6,11 +6,12 @@
 
 namespace evs::erofs {
 
-std::vector<std::pair<std::string_view, Node*>> SortedChildren(const Node* dir) {
-  std::vector<std::pair<std::string_view, Node*>> out(dir->dir->children.begin(),
-                                                      dir->dir->children.end());
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-  return out;
+void Freeze(Node* dir) {
+  Directory& d = *dir->dir;
+  d.sorted.assign(d.children.begin(), d.children.end());
+  std::sort(d.sorted.begin(), d.sorted.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::unordered_map<std::string_view, Node*>().swap(d.children);
 }
 
 std::string_view Tree::Intern(std::string_view name) {

@@ -27,13 +27,17 @@ struct Directory {
   // Names point into the tree's name arena. Unordered: a hash node costs
   // about half what a std::map node with its std::string does, and the
   // writer sorts once per directory when it lays the directory out
-  // (SortedChildren()).
+  // (Freeze()).
   std::unordered_map<std::string_view, Node*> children;
+  // Once the tree is complete (Freeze()): the children in byte-wise name
+  // order (std::string_view compares as unsigned char), the order EROFS
+  // directories must have (§1.4); `children` is emptied then.
+  std::vector<std::pair<std::string_view, Node*>> sorted;
 };
 
-// The children of a directory in byte-wise name order (std::string_view
-// compares as unsigned char), the order EROFS directories must have (§1.4).
-std::vector<std::pair<std::string_view, Node*>> SortedChildren(const Node* dir);
+// Sorts a directory's children into Directory::sorted and frees the hash
+// table. Call once no entry will be added any more.
+void Freeze(Node* dir);
 
 // One inode.
 struct Node {

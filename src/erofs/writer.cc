@@ -397,7 +397,8 @@ class WriterImpl final : public ErofsWriter {
       Node* node = order_[i];
       if (node->type != EntryType::kDirectory) continue;
       uint32_t subdirs = 0;
-      for (auto& [name, child] : SortedChildren(node)) {
+      Freeze(node);
+      for (auto& [name, child] : node->dir->sorted) {
         if (child->type == EntryType::kDirectory) ++subdirs;
         if (child->layout.placed) continue;
         child->layout.placed = true;
@@ -743,13 +744,13 @@ class WriterImpl final : public ErofsWriter {
     return out.Finish();
   }
 
-  // The path of a live node, for error messages (a walk of the tree).
+  // The path of a live node, for error messages (a walk of the frozen tree).
   std::string PathOf(const Node* target) {
     std::vector<std::pair<Node*, std::string>> stack{{tree_.root(), ""}};
     while (!stack.empty()) {
       auto [dir, path] = std::move(stack.back());
       stack.pop_back();
-      for (auto& [name, child] : dir->dir->children) {
+      for (auto& [name, child] : dir->dir->sorted) {
         std::string child_path = path.empty() ? std::string(name) : StrCat(path, "/", name);
         if (child == target) return child_path;
         if (child->type == EntryType::kDirectory) stack.emplace_back(child, std::move(child_path));
