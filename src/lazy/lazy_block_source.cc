@@ -257,6 +257,10 @@ Status LazyBlockSource::EnsureTrusted(uint64_t first, uint64_t last, FillContext
   // (a flipped bit on the way heals; a registry that keeps serving wrong
   // bytes fails the read).
   for (int attempt = 0; attempt < 2; ++attempt) {
+    // What the cache holds needs no claim and no network: a read of cached
+    // blocks never waits behind a fetch of other blocks of its chunk.
+    EVS_RETURN_IF_ERROR(TrustLocal(first, last));
+    if (trusted_.AllSet(first, last)) return OkStatus();
     Status st = ProcessChunks(first / blocks_per_chunk_,
                               (last + blocks_per_chunk_ - 1) / blocks_per_chunk_, ctx);
     if (trusted_.AllSet(first, last)) return OkStatus();
@@ -331,8 +335,24 @@ Status LazyBlockSource::ProcessChunks(uint64_t first_chunk, uint64_t last_chunk,
   return result;
 }
 
+// Blocks change state only under their chunk's lock: TrustLocal trusts or
+// drops present blocks, Fetch writes and marks absent ones. The lock covers
+// local I/O only (at most a chunk), never the network.
 Status LazyBlockSource::TrustLocal(uint64_t first, uint64_t last) {
   std::vector<uint8_t> buf;
+  for (uint64_t c = first / blocks_per_chunk_; c * blocks_per_chunk_ < last; ++c) {
+    const uint64_t a = std::max(first, c * blocks_per_chunk_);
+    const uint64_t z = std::min(last, (c + 1) * blocks_per_chunk_);
+    bool any = false;
+    for (uint64_t b = a; b < z && !any; ++b) any = !trusted_.Test(b) && cache_->present().Test(b);
+    if (!any) continue;
+    std::lock_guard<std::mutex> lock(ChunkLock(c));
+    EVS_RETURN_IF_ERROR(TrustLocalLocked(a, z, buf));
+  }
+  return OkStatus();
+}
+
+Status LazyBlockSource::TrustLocalLocked(uint64_t first, uint64_t last, std::vector<uint8_t>& buf) {
   for (uint64_t b = first; b < last;) {
     if (trusted_.Test(b) || !cache_->present().Test(b)) {
       ++b;
@@ -410,32 +430,31 @@ Status LazyBlockSource::Fetch(uint64_t first, uint64_t last, FillContext* ctx) {
   if (!ctx->foreground) background_bytes_.fetch_add(buf.size(), std::memory_order_relaxed);
   ctx->fetched += buf.size();
 
-  // Verify before anything reaches the cache. Runs of untrusted blocks are
-  // checked at once; a run that fails is split to find the bad block(s).
+  // Verify before anything reaches the cache: runs of blocks the cache does
+  // not have are checked at once; a run that fails is split to find the bad
+  // block(s). Blocks it has (trusted, or present and left to TrustLocal)
+  // are not overwritten.
+  auto absent = [&](uint64_t b) { return !trusted_.Test(b) && !cache_->present().Test(b); };
+  std::vector<uint8_t> good(static_cast<size_t>(last - first), 0);
   Status result;
-  auto store = [&](uint64_t b, uint64_t count) -> Status {
-    EVS_RETURN_IF_ERROR(cache_->WriteBlocks(b, buf.data() + (b - first) * block_size_, count));
-    TrustRange(b, count);
-    return OkStatus();
-  };
   for (uint64_t b = first; b < last;) {
-    if (trusted_.Test(b)) {
+    if (!absent(b)) {
       ++b;
       continue;
     }
     uint64_t run_end = b + 1;
-    while (run_end < last && !trusted_.Test(run_end)) ++run_end;
+    while (run_end < last && absent(run_end)) ++run_end;
     const uint8_t* data = buf.data() + (b - first) * block_size_;
     st = tree_->VerifyDataBlocks(b, data, static_cast<size_t>(run_end - b));
     if (st.ok()) {
-      EVS_RETURN_IF_ERROR(store(b, run_end - b));
+      std::fill(good.begin() + (b - first), good.begin() + (run_end - first), 1);
     } else if (st.code() != Code::kDataLoss) {
       return st.Annotate(what);
     } else {
       for (uint64_t k = b; k < run_end; ++k) {
         Status one = tree_->VerifyDataBlocks(k, buf.data() + (k - first) * block_size_, 1);
         if (one.ok()) {
-          EVS_RETURN_IF_ERROR(store(k, 1));
+          good[k - first] = 1;
           continue;
         }
         verification_failures_.fetch_add(1, std::memory_order_relaxed);
@@ -451,6 +470,24 @@ Status LazyBlockSource::Fetch(uint64_t first, uint64_t last, FillContext* ctx) {
       }
     }
     b = run_end;
+  }
+  // Store the good ones, chunk by chunk under the chunk's lock.
+  for (uint64_t c = first / blocks_per_chunk_; c * blocks_per_chunk_ < last; ++c) {
+    const uint64_t a = std::max(first, c * blocks_per_chunk_);
+    const uint64_t z = std::min(last, (c + 1) * blocks_per_chunk_);
+    std::lock_guard<std::mutex> lock(ChunkLock(c));
+    for (uint64_t b = a; b < z;) {
+      if (!good[b - first] || !absent(b)) {
+        ++b;
+        continue;
+      }
+      uint64_t run_end = b + 1;
+      while (run_end < z && good[run_end - first] && absent(run_end)) ++run_end;
+      EVS_RETURN_IF_ERROR(
+          cache_->WriteBlocks(b, buf.data() + (b - first) * block_size_, run_end - b));
+      TrustRange(b, run_end - b);
+      b = run_end;
+    }
   }
   return result;
 }

@@ -218,6 +218,18 @@ TEST_F(LazyBlockSourceTest, ABlockTheRegistryGetsWrongIsNeverCached) {
   // On disk: zeros (a hole) where the bad block would be, not its bytes.
   const std::string on_disk = ReadFileOrDie(cache.Join("c/layer.erofs"));
   EXPECT_TRUE(on_disk.substr(bad_block * 4096, 4096) == std::string(4096, '\0'));
+  // Re-opened with no registry at all: the chunk's cached blocks read (they
+  // need no network, whatever the chunk is missing), the bad one fails.
+  {
+    const std::string nobody = "127.0.0.1:" + std::to_string(evs::testing::FreePort());
+    auto offline = Open(client_, Via(layer_->layer, nobody), cache.Join("c"));
+    ASSERT_TRUE(offline.ok()) << offline.status().ToString();
+    EXPECT_TRUE(ReadAndCompare(**offline, (bad_block + 1) * 4096, 3 * 4096).ok());
+    EXPECT_EQ((*offline)->stats().requests, 0u);
+    std::string buf(4096, '\0');
+    EXPECT_EQ((*offline)->ReadAt(bad_block * 4096, buf.data(), buf.size()).code(),
+              Code::kUnavailable);
+  }
   // From the registry itself the block arrives and verifies.
   auto clean = Open(client_, layer_->layer, cache.Join("c"));
   ASSERT_TRUE(clean.ok()) << clean.status().ToString();

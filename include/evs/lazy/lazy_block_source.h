@@ -25,6 +25,7 @@
 // next miss: recovery needs no restart.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -33,6 +34,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "evs/common/atomic_bitmap.h"
 #include "evs/common/status.h"
@@ -161,6 +163,8 @@ class LazyBlockSource : public verity::LayerBlockSource {
   Status EnsureTrusted(uint64_t first, uint64_t last, FillContext* ctx);
   Status ProcessChunks(uint64_t first_chunk, uint64_t last_chunk, FillContext* ctx);
   Status TrustLocal(uint64_t first, uint64_t last);
+  Status TrustLocalLocked(uint64_t first, uint64_t last, std::vector<uint8_t>& buf);
+  std::mutex& ChunkLock(uint64_t chunk) { return chunk_locks_[chunk % chunk_locks_.size()]; }
   Status Fetch(uint64_t first, uint64_t last, FillContext* ctx);
   Result<registry::RemoteBlob*> Remote(const registry::CallOptions& call);
   registry::CallOptions CallWithin(std::chrono::milliseconds timeout) const;
@@ -189,6 +193,9 @@ class LazyBlockSource : public verity::LayerBlockSource {
   std::mutex mu_;                    // guards in_flight_; never held across I/O
   std::condition_variable done_cv_;  // an InFlight finished
   std::map<uint64_t, std::shared_ptr<InFlight>> in_flight_;  // by chunk
+
+  // Serialise the local state changes of one chunk's blocks (striped).
+  std::array<std::mutex, 64> chunk_locks_;
 
   std::mutex remote_mu_;  // held while opening the blob (bounded by the call deadline)
   std::unique_ptr<registry::RemoteBlob> remote_;
