@@ -8,7 +8,9 @@
 //   1. Blocks verified in this attach ("trusted") are read from the cache
 //      file with pread(2): no lock, no network, whatever else is in flight.
 //   2. Blocks the cache has from before (a previous attach or daemon) are
-//      read and verified first; one that fails is dropped and fetched again.
+//      read and verified first, under their chunk's lock but without waiting
+//      for any fetch (so never for the network); one that fails is dropped
+//      and fetched again.
 //   3. Missing blocks: the aligned range of `fetch_size` bytes around them
 //      ("chunk") is fetched with one GET — several adjacent chunks of one
 //      read go in one GET; a read that needs a chunk another thread is
