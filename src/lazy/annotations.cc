@@ -93,6 +93,12 @@ Result<LayerVerity> ParseLayerVerity(const std::map<std::string, std::string>& a
   } else if (block.status().code() != Code::kNotFound) {
     return block.status();
   }  // absent: the spec's default, 4096
+  // Blob sizes stay below 2^53 (oci/manifest.cc); a larger offset is no
+  // layer, and arithmetic on it could overflow.
+  if (v.hash_offset > (uint64_t{1} << 52)) {
+    return InvalidArgumentError(what, ": annotation ", kHashOffsetAnnotation, ": ", v.hash_offset,
+                                " is beyond any layer");
+  }
   if (v.hash_offset == 0 || v.hash_offset % v.block_size != 0) {
     return InvalidArgumentError(what, ": annotation ", kHashOffsetAnnotation, ": ", v.hash_offset,
                                 " is not a positive multiple of the block size ", v.block_size);
@@ -108,6 +114,9 @@ Result<uint64_t> LayerFileSize(const LayerVerity& verity) {
   params.data_blocks = verity.hash_offset / verity.block_size;
   EVS_ASSIGN_OR_RETURN(verity::TreeLayout layout,
                        verity::TreeLayout::Compute(params, verity.hash_offset));
+  if (layout.end_offset <= verity.hash_offset) {
+    return InvalidArgumentError("verity tree at ", verity.hash_offset, " does not fit a layer");
+  }
   return layout.end_offset;
 }
 
