@@ -78,6 +78,7 @@ class VerifiedBlockFile {
   };
   Stats stats() const;
 
+  // Internal (the FUSE callbacks in the .cc reach it through the session).
   struct State;
 
  private:
