@@ -52,6 +52,12 @@ CREATE TABLE labels (
 ALTER TABLE layers ADD COLUMN hash_block_size INTEGER NOT NULL DEFAULT 4096;
 ALTER TABLE layers ADD COLUMN hash_type INTEGER NOT NULL DEFAULT 1;
 )sql",
+    // 2 -> 3: the diffID of a layer converted from a blob (convert-on-pull),
+    // so a later pull can check the stored layer against the chain ID it is
+    // asked for without fetching it again. Empty for unpacked layers.
+    R"sql(
+ALTER TABLE layers ADD COLUMN diff_id TEXT NOT NULL DEFAULT '';
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
@@ -61,7 +67,8 @@ constexpr const char* kSnapshotColumns =
 
 constexpr const char* kLayerColumns =
     "id, digest, file_size, image_size, block_size, root_digest, salt, hash_offset, "
-    "hash_algorithm, usage_size, usage_inodes, created_ns, hash_block_size, hash_type FROM layers";
+    "hash_algorithm, usage_size, usage_inodes, created_ns, hash_block_size, hash_type, diff_id "
+    "FROM layers";
 
 class SqliteTransaction : public MetadataStore::Transaction {
  public:
@@ -268,7 +275,8 @@ class SqliteMetadataStore : public MetadataStore {
         Statement st,
         db_.Prepare("INSERT INTO layers (digest, file_size, image_size, block_size, root_digest, "
                     "salt, hash_offset, hash_algorithm, usage_size, usage_inodes, created_ns, "
-                    "hash_block_size, hash_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+                    "hash_block_size, hash_type, diff_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                    "?, ?, ?)"));
     st.Bind(1, r.digest)
         .Bind(2, static_cast<int64_t>(r.file_size))
         .Bind(3, static_cast<int64_t>(r.image_size))
@@ -281,7 +289,8 @@ class SqliteMetadataStore : public MetadataStore {
         .Bind(10, r.usage.inodes)
         .Bind(11, r.created_ns)
         .Bind(12, static_cast<int64_t>(r.hash_block_size))
-        .Bind(13, static_cast<int64_t>(r.hash_type));
+        .Bind(13, static_cast<int64_t>(r.hash_type))
+        .Bind(14, r.diff_id);
     EVS_RETURN_IF_ERROR(st.Run().Annotate(StrCat("insert layer ", r.digest)));
     return db_.LastInsertRowid();
   }
@@ -347,6 +356,7 @@ class SqliteMetadataStore : public MetadataStore {
     r.created_ns = st.Int(11);
     r.hash_block_size = static_cast<uint32_t>(st.Int(12));
     r.hash_type = static_cast<uint32_t>(st.Int(13));
+    r.diff_id = st.Text(14);
     return r;
   }
 

@@ -15,6 +15,7 @@
 #include "evs/common/digest.h"
 #include "evs/common/file.h"
 #include "evs/common/log.h"
+#include "evs/oci/chain_id.h"
 #include "evs/snapshot/filter.h"
 #include "evs/snapshot/mounts.h"
 
@@ -185,66 +186,162 @@ Result<std::vector<Mount>> Snapshotter::MountsFor(const SnapshotRecord& record) 
 }
 
 Result<std::vector<Mount>> Snapshotter::Prepare(const std::string& key, const std::string& parent,
-                                                const Labels& labels) {
+                                                const Labels& labels,
+                                                std::function<bool()> abandoned) {
   // The convert-on-pull and lazy paths (DESIGN.md §1) plug in here: when
   // containerd names the chain ID this layer will be committed as, evs may
   // produce the layer itself and answer AlreadyExists.
   if (options_.remote != nullptr && labels.count(kTargetRefLabel) != 0) {
-    EVS_RETURN_IF_ERROR(ValidateLabels(labels));
-    const std::string& target = labels.at(kTargetRefLabel);
+    EVS_RETURN_IF_ERROR(ValidateLabels(labels).Annotate(StrCat("snapshot ", key)));
+    Status s = PrepareRemote(key, parent, labels, std::move(abandoned));
+    if (s.code() == Code::kAlreadyExists) return s;
     {
-      // Already here (an earlier pull): nothing to fetch.
       std::lock_guard<std::mutex> lock(mu_);
       EVS_RETURN_IF_ERROR(CheckOpen());
-      EVS_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> existing, store_->FindSnapshot(target));
-      if (existing) return AlreadyExistsError("snapshot ", target, ": already exists");
+      ++remote_fallbacks_;
     }
-    auto staged = options_.remote->Fetch(*layers_, key, parent, labels);
-    if (staged.ok()) {
-      Status s = [&]() -> Status {
-        std::lock_guard<std::mutex> lock(mu_);
-        EVS_RETURN_IF_ERROR(CheckOpen());
-        EVS_ASSIGN_OR_RETURN(auto txn, store_->Begin());
-        EVS_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> existing, store_->FindSnapshot(target));
-        if (existing) return AlreadyExistsError("snapshot ", target, ": already exists");
-        SnapshotRecord r;
-        r.kind = Kind::kCommitted;
-        r.key = target;
-        r.labels = labels;
-        if (!parent.empty()) {
-          EVS_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> p, store_->FindSnapshot(parent));
-          if (!p || p->kind != Kind::kCommitted) {
-            return FailedPreconditionError("parent ", parent, " is not a committed snapshot");
-          }
-          r.parent_id = p->id;
-        }
-        bool published = false;
-        EVS_ASSIGN_OR_RETURN(int64_t layer_id, InstallLayer(&*staged, &published));
-        std::string digest = staged->record().digest;
-        r.layer_id = layer_id;
-        r.created_ns = r.updated_ns = NowNs();
-        Status st = [&]() -> Status {
-          EVS_ASSIGN_OR_RETURN(LayerRecord layer, store_->GetLayer(layer_id));
-          r.usage = layer.usage;
-          EVS_RETURN_IF_ERROR(store_->InsertSnapshot(r).status());
-          return txn->Commit();
-        }();
-        if (!st.ok() && published) (void)UndoInstall(layer_id, digest);
-        return st;
-      }();
-      if (s.ok()) {
-        EVS_LOG(kInfo) << "layer prepared remotely" << Kv("key", key) << Kv("name", target);
-        return AlreadyExistsError("snapshot ", target, ": already exists (prepared by evs)");
-      }
-      if (s.code() == Code::kAlreadyExists) return s;
-      EVS_LOG(kWarning) << "remote layer not committed; falling back to unpack" << Kv("key", key)
-                        << Kv("error", s.ToString());
-    } else {
-      EVS_LOG(kInfo) << "remote layer unavailable; falling back to unpack" << Kv("key", key)
-                     << Kv("reason", staged.status().ToString());
-    }
+    EVS_LOG(kInfo) << "remote layer not used; falling back to unpack" << Kv("key", key)
+                   << Kv("target", labels.at(kTargetRefLabel)) << Kv("reason", s.ToString());
   }
   return CreateSnapshot(Kind::kActive, key, parent, labels);
+}
+
+namespace {
+
+// The chain ID a committed snapshot stands for: containerd labels what its
+// unpacker commits with kTargetRefLabel (so does evs), and names it
+// "<namespace>/<n>/<chain ID>" (metadata/snapshot.go createKey).
+std::optional<Digest> ChainIdOf(const SnapshotRecord& r) {
+  auto label = r.labels.find(kTargetRefLabel);
+  if (label != r.labels.end()) {
+    auto d = Digest::Parse(label->second);
+    if (d.ok()) return *d;
+  }
+  auto d = Digest::Parse(r.key.substr(r.key.rfind('/') + 1));
+  if (d.ok()) return *d;
+  return std::nullopt;
+}
+
+}  // namespace
+
+Status Snapshotter::PrepareRemote(const std::string& key, const std::string& parent,
+                                  const Labels& labels, std::function<bool()> abandoned) {
+  if (key.empty()) return InvalidArgumentError("snapshot key must not be empty");
+  RemoteLayerRequest request;
+  request.key = key;
+  request.parent = parent;
+  request.target = labels.at(kTargetRefLabel);
+  request.labels = labels;
+  request.abandoned = std::move(abandoned);
+  {
+    // Already here (an earlier pull): nothing to fetch.
+    std::lock_guard<std::mutex> lock(mu_);
+    EVS_RETURN_IF_ERROR(CheckOpen());
+    EVS_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> existing,
+                         store_->FindSnapshot(request.target));
+    if (existing && existing->kind == Kind::kCommitted && existing->parent_key == parent) {
+      return AlreadyExistsError("snapshot ", request.target, ": already exists");
+    }
+  }
+  auto start = std::chrono::steady_clock::now();
+  EVS_ASSIGN_OR_RETURN(std::shared_ptr<StagedLayer> staged,
+                       options_.remote->Fetch(*layers_, request));
+  std::lock_guard<std::mutex> lock(mu_);
+  EVS_RETURN_IF_ERROR(CheckOpen());
+  Status s = CommitRemote(request, staged.get());
+  if (s.code() == Code::kAlreadyExists) {
+    ++remote_committed_;
+    EVS_LOG(kInfo) << "layer prepared remotely" << Kv("key", key) << Kv("target", request.target)
+                   << Kv("layer", staged->record().digest)
+                   << Kv("ms", static_cast<int64_t>(MillisSince(start)));
+  }
+  return s;
+}
+
+Status Snapshotter::CommitRemote(const RemoteLayerRequest& request, StagedLayer* staged) {
+  EVS_ASSIGN_OR_RETURN(auto txn, store_->Begin());
+  // Named by the target, as containerd's own snapshotters would; when that
+  // name holds the layer on another parent (the same chain ID reached
+  // through differently named parents, e.g. from two namespaces), by the
+  // Prepare key: containerd finds it by label and parent, not by name.
+  std::string name = request.target;
+  EVS_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> existing, store_->FindSnapshot(name));
+  if (existing) {
+    if (existing->kind == Kind::kCommitted && existing->parent_key == request.parent) {
+      return AlreadyExistsError("snapshot ", name, ": already exists (committed meanwhile)");
+    }
+    name = request.key;
+    EVS_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> taken, store_->FindSnapshot(name));
+    if (taken) return FailedPreconditionError("snapshot key ", name, " is taken");
+  }
+  SnapshotRecord r;
+  r.kind = Kind::kCommitted;
+  r.key = name;
+  r.labels = request.labels;
+  std::optional<Digest> parent_chain;
+  if (!request.parent.empty()) {
+    EVS_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> p, store_->FindSnapshot(request.parent));
+    if (!p || p->kind != Kind::kCommitted) {
+      return FailedPreconditionError("parent ", request.parent, " is not a committed snapshot");
+    }
+    r.parent_id = p->id;
+    parent_chain = ChainIdOf(*p);
+  }
+
+  const std::string digest = staged->record().digest;
+  EVS_ASSIGN_OR_RETURN(std::optional<LayerRecord> stored, store_->FindLayer(digest));
+  if (options_.verify_remote_chain) {
+    // DESIGN.md §1: the layer must be what the chain ID says, whoever wrote
+    // the labels. ChainID(parent…layer) = sha256(ChainID(parent) + " " +
+    // DiffID(layer)) (image-spec config.md).
+    std::string diff_id = staged->record().diff_id;
+    if (stored && !stored->diff_id.empty()) {
+      if (!diff_id.empty() && diff_id != stored->diff_id) {
+        return DataLossError("layer ", digest, ": converted with diffID ", diff_id,
+                             " but stored with ", stored->diff_id);
+      }
+      diff_id = stored->diff_id;
+    }
+    if (diff_id.empty()) {
+      return FailedPreconditionError("layer ", digest,
+                                     ": its diffID is unknown, so it cannot be checked against "
+                                     "chain ID ",
+                                     request.target);
+    }
+    EVS_ASSIGN_OR_RETURN(Digest diff, Digest::Parse(diff_id));
+    Digest chain = diff;
+    if (!request.parent.empty()) {
+      if (!parent_chain) {
+        return FailedPreconditionError("parent ", request.parent, " names no chain ID, so layer ",
+                                       digest, " cannot be checked against ", request.target);
+      }
+      std::vector<Digest> ids = {*parent_chain, diff};
+      chain = oci::ChainId(ids);
+    }
+    if (chain.ToString() != request.target) {
+      return FailedPreconditionError("layer ", digest, " (diffID ", diff_id, ") on parent \"",
+                                     request.parent, "\" is chain ID ", chain.ToString(),
+                                     ", not the requested ", request.target,
+                                     ": the labels name another layer");
+    }
+  }
+
+  bool published = false;
+  EVS_ASSIGN_OR_RETURN(LayerRecord layer, InstallLayer(staged, &published));
+  Status st = [&]() -> Status {
+    r.layer_id = layer.id;
+    r.usage = layer.usage;
+    r.created_ns = r.updated_ns = NowNs();
+    EVS_RETURN_IF_ERROR(store_->InsertSnapshot(r).status());
+    return txn->Commit();
+  }();
+  if (!st.ok()) {
+    if (published) (void)UndoInstall(layer.id, digest);
+    return st.Annotate(StrCat("commit remote layer ", digest, " as ", name));
+  }
+  if (!published) ++layers_shared_;
+  return AlreadyExistsError("snapshot ", request.target, ": already exists (prepared by evs as ",
+                            name, ")");
 }
 
 Result<std::vector<Mount>> Snapshotter::View(const std::string& key, const std::string& parent,
@@ -329,7 +426,7 @@ Result<std::vector<Mount>> Snapshotter::Mounts(const std::string& key) {
   return MountsFor(*r);
 }
 
-Result<int64_t> Snapshotter::InstallLayer(StagedLayer* staged, bool* published) {
+Result<LayerRecord> Snapshotter::InstallLayer(StagedLayer* staged, bool* published) {
   *published = false;
   const std::string digest = staged->record().digest;
   EVS_ASSIGN_OR_RETURN(std::optional<LayerRecord> existing, store_->FindLayer(digest));
@@ -339,7 +436,7 @@ Result<int64_t> Snapshotter::InstallLayer(StagedLayer* staged, bool* published) 
       EVS_ASSIGN_OR_RETURN(std::string image, layers_->ImagePathFor(digest));
       EVS_RETURN_IF_ERROR(mounter_->Mount(*existing, image));
     }
-    return existing->id;
+    return *existing;
   }
   EVS_ASSIGN_OR_RETURN(bool fresh, layers_->Publish(staged));
   if (!fresh) {
@@ -355,7 +452,7 @@ Result<int64_t> Snapshotter::InstallLayer(StagedLayer* staged, bool* published) 
   EVS_ASSIGN_OR_RETURN(record.id, store_->InsertLayer(record));
   EVS_ASSIGN_OR_RETURN(std::string image, layers_->ImagePathFor(digest));
   EVS_RETURN_IF_ERROR(mounter_->Mount(record, image));
-  return record.id;
+  return record;
 }
 
 Status Snapshotter::UndoInstall(int64_t layer_id, const std::string& digest) {
@@ -408,14 +505,13 @@ Status Snapshotter::Commit(const std::string& name, const std::string& key, cons
     EVS_RETURN_IF_ERROR(CheckOpen());
     EVS_ASSIGN_OR_RETURN(auto txn, store_->Begin());
     bool published = false;
-    EVS_ASSIGN_OR_RETURN(int64_t layer_id, InstallLayer(&staged, &published));
+    EVS_ASSIGN_OR_RETURN(LayerRecord layer, InstallLayer(&staged, &published));
     Status s = [&]() -> Status {
-      EVS_ASSIGN_OR_RETURN(LayerRecord layer, store_->GetLayer(layer_id));
-      EVS_RETURN_IF_ERROR(store_->CommitSnapshot(id, name, layer_id, layer.usage, labels, NowNs()));
+      EVS_RETURN_IF_ERROR(store_->CommitSnapshot(id, name, layer.id, layer.usage, labels, NowNs()));
       return txn->Commit();
     }();
     if (!s.ok()) {
-      if (published) (void)UndoInstall(layer_id, digest);
+      if (published) (void)UndoInstall(layer.id, digest);
       return s.Annotate(StrCat("commit ", key, " as ", name));
     }
     ++commits_;
@@ -572,6 +668,8 @@ Result<Snapshotter::Stats> Snapshotter::GetStats() {
   stats.commits = commits_;
   stats.layers_shared = layers_shared_;
   stats.convert_seconds = convert_seconds_;
+  stats.remote_committed = remote_committed_;
+  stats.remote_fallbacks = remote_fallbacks_;
   return stats;
 }
 
@@ -654,11 +752,12 @@ Status Snapshotter::Reconcile(bool at_start) {
     }
     ++report.layer_dirs_removed;
   }
-  if (at_start || committing_.empty()) {
-    for (const std::string& n : ListDir(layers_->staging_dir())) {
-      Status s = RemoveTree(JoinPath(layers_->staging_dir(), n));
-      if (s.ok()) ++report.staging_removed;
-    }
+  // Staging entries: at start all are leftovers; from Cleanup, those a
+  // commit or a conversion in progress owns stay.
+  for (const std::string& n : ListDir(layers_->staging_dir())) {
+    if (!at_start && layers_->StagingInUse(n)) continue;
+    Status s = RemoveTree(JoinPath(layers_->staging_dir(), n));
+    if (s.ok()) ++report.staging_removed;
   }
 
   // 3. Every referenced layer is mounted.

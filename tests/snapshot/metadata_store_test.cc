@@ -118,6 +118,19 @@ TEST_F(MetadataStoreTest, CommitRenamesKeepsIdAndReplacesLabels) {
   EXPECT_EQ((*r)->created_ns, 5);
 }
 
+TEST_F(MetadataStoreTest, ALayerKeepsTheDiffIdItWasConvertedWith) {
+  LayerRecord converted = Layer("c");
+  converted.diff_id = "sha256:" + std::string(64, 'd');
+  ASSERT_TRUE(store_->InsertLayer(converted).ok());
+  ASSERT_TRUE(store_->InsertLayer(Layer("e")).ok());
+  auto c = store_->FindLayer(converted.digest);
+  ASSERT_TRUE(c.ok() && c->has_value());
+  EXPECT_EQ((*c)->diff_id, converted.diff_id);
+  auto e = store_->FindLayer(Layer("e").digest);
+  ASSERT_TRUE(e.ok() && e->has_value());
+  EXPECT_EQ((*e)->diff_id, "") << "unknown for a layer made from a directory";
+}
+
 TEST_F(MetadataStoreTest, CommitToATakenNameIsAlreadyExists) {
   Committed("taken", 0, "a");
   auto id = store_->InsertSnapshot(Active("b"));
@@ -240,10 +253,12 @@ TEST(MetadataStoreSchema, AVersion1DatabaseIsMigratedKeepingItsRows) {
   TempDir dir;
   std::string path = dir.Join("m.db");
   ASSERT_TRUE(MetadataStore::Open(path).ok());
-  // Turn it back into what schema 1 wrote: no hash_block_size, hash_type.
+  // Turn it back into what schema 1 wrote: no hash_block_size, hash_type
+  // (schema 2), diff_id (schema 3).
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
   std::string downgrade =
+      "ALTER TABLE layers DROP COLUMN diff_id;"
       "ALTER TABLE layers DROP COLUMN hash_block_size;"
       "ALTER TABLE layers DROP COLUMN hash_type;"
       "INSERT INTO layers (digest, file_size, image_size, block_size, "
@@ -261,6 +276,7 @@ TEST(MetadataStoreSchema, AVersion1DatabaseIsMigratedKeepingItsRows) {
   EXPECT_EQ((*layer)->hash_block_size, 4096u);
   EXPECT_EQ((*layer)->hash_type, 1u);
   EXPECT_EQ((*layer)->root_digest, "ff");
+  EXPECT_EQ((*layer)->diff_id, "");
 }
 
 TEST(MetadataStoreSchema, AFileThatIsNotADatabaseIsAnErrorNamingIt) {

@@ -16,8 +16,12 @@
 #include <fstream>
 #include <thread>
 
+#include "evs/common/byte_stream.h"
+#include "evs/common/digest.h"
+#include "evs/common/fd.h"
 #include "evs/common/file.h"
 #include "evs/common/mount.h"
+#include "evs/oci/chain_id.h"
 #include "test_util.h"
 
 namespace evs::snapshot {
@@ -529,77 +533,197 @@ TEST_P(SnapshotterTest, ACorruptedByteInALayerFileFailsReadsOfThatFileWithEio) {
   EXPECT_EQ(err, EIO);
 }
 
-// A RemoteLayerSource that builds the layer from a local directory: enough
-// to pin down what Prepare does with the hook the convert-on-pull and lazy
-// paths plug into.
-class DirectoryLayerSource : public RemoteLayerSource {
+// A RemoteLayerSource that converts a local tar file, the way convert-on-pull
+// converts a downloaded blob (LayerStore::BuildFromBlob): enough to pin down
+// what Prepare does with the hook the convert-on-pull and lazy paths plug
+// into.
+class TarLayerSource : public RemoteLayerSource {
  public:
-  explicit DirectoryLayerSource(std::string dir) : dir_(std::move(dir)) {}
-  Result<StagedLayer> Fetch(LayerStore& store, const std::string& key, const std::string&,
-                            const Labels& labels) override {
+  explicit TarLayerSource(std::string tar) : tar_(std::move(tar)) {}
+  Result<std::shared_ptr<StagedLayer>> Fetch(LayerStore& store,
+                                             const RemoteLayerRequest& request) override {
     ++calls;
-    if (labels.count("fail")) return UnavailableError("registry unreachable for ", key);
-    return store.BuildFromDirectory(dir_, key);
+    if (request.labels.count("fail")) {
+      return UnavailableError("registry unreachable for ", request.key);
+    }
+    EVS_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(tar_));
+    UniqueFd fd(::open(tar_.c_str(), O_RDONLY | O_CLOEXEC));
+    FdSource source(fd.get(), tar_);
+    EVS_ASSIGN_OR_RETURN(StagedLayer staged,
+                         store.BuildFromBlob(&source, Digest::Sha256Of(bytes), {}));
+    return std::make_shared<StagedLayer>(std::move(staged));
   }
   int calls = 0;
 
  private:
-  std::string dir_;
+  std::string tar_;
 };
 
-TEST_P(SnapshotterTest, ARemoteLayerIsCommittedUnderItsRefAndPrepareAnswersAlreadyExists) {
-  Layer("base", "", [](const std::string& t) { WriteFile(t + "/base", "b"); });
-  WriteFile(dir_.Join("remote/remote.txt"), "fetched by evs");
-  DirectoryLayerSource source(dir_.Join("remote"));
-  ASSERT_TRUE(sn_->Close().ok());
-  sn_.reset();
-  SnapshotterOptions options;
-  options.root = root();
-  options.verity = GetParam();
-  options.remote = &source;
-  auto opened = Snapshotter::Open(options);
-  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
-  sn_ = std::move(*opened);
+// Chain IDs as containerd computes them (image-spec config.md).
+std::string Chain(const std::vector<Digest>& diff_ids) { return oci::ChainId(diff_ids).ToString(); }
+
+class RemoteLayerTest : public SnapshotterTest {
+ protected:
+  // A tar of one file; its digest is both blob digest and diffID.
+  Digest MakeTar(const std::string& name, const std::string& file, const std::string& content) {
+    std::string tree = dir_.Join("tree-" + name);
+    WriteFile(tree + "/" + file, content);
+    std::string tar = dir_.Join(name + ".tar");
+    evs::testing::ShOk("tar --numeric-owner --owner=0 --group=0 -C '" + tree + "' -cf '" + tar +
+                       "' .");
+    return Digest::Sha256Of(ReadFileOrDie(tar));
+  }
+  void OpenWith(RemoteLayerSource* source, bool verify_chain = true) {
+    if (sn_) {
+      ASSERT_TRUE(sn_->Close().ok());
+      sn_.reset();
+    }
+    SnapshotterOptions options;
+    options.root = root();
+    options.verity = GetParam();
+    options.remote = source;
+    options.verify_remote_chain = verify_chain;
+    auto opened = Snapshotter::Open(options);
+    ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+    sn_ = std::move(*opened);
+  }
+  void CloseNow() {
+    ASSERT_TRUE(sn_->Close().ok());
+    sn_.reset();  // before the source goes out of scope
+  }
+  // An unpacked base layer named the way containerd names it.
+  std::string Base(const std::string& ns = "default", int n = 1) {
+    std::string name = ns + "/" + std::to_string(n) + "/" + base_chain_;
+    Layer(name, "", [](const std::string& t) { WriteFile(t + "/base", "b"); });
+    return name;
+  }
+  const std::string base_chain_ = Digest::Sha256Of("base").ToString();
+};
+
+TEST_P(RemoteLayerTest, ARemoteLayerIsCommittedUnderItsRefAndPrepareAnswersAlreadyExists) {
+  Digest diff = MakeTar("remote", "remote.txt", "fetched by evs");
+  TarLayerSource source(dir_.Join("remote.tar"));
+  OpenWith(&source);
+  std::string base = Base();
 
   // Without the ref label the hook is not consulted.
-  ASSERT_TRUE(sn_->Prepare("plain", "base", {}).ok());
+  ASSERT_TRUE(sn_->Prepare("plain", base, {}).ok());
   EXPECT_EQ(source.calls, 0);
   // With it, evs commits the layer under the ref and containerd is told the
   // snapshot exists, so it skips download and unpack.
-  Labels labels = {{kTargetRefLabel, "chain-2"}, {"containerd.io/snapshot/cri.layer-digest", "x"}};
-  auto r = sn_->Prepare("extract-2", "base", labels);
-  EXPECT_EQ(r.status().code(), Code::kAlreadyExists);
+  std::string target = Chain({*Digest::Parse(base_chain_), diff});
+  Labels labels = {{kTargetRefLabel, target}, {"containerd.io/snapshot/cri.layer-digest", "x"}};
+  auto r = sn_->Prepare("extract-2", base, labels);
+  EXPECT_EQ(r.status().code(), Code::kAlreadyExists) << r.status().ToString();
   EXPECT_EQ(source.calls, 1);
-  auto info = sn_->Stat("chain-2");
+  auto info = sn_->Stat(target);
   ASSERT_TRUE(info.ok()) << info.status().ToString();
   EXPECT_EQ(info->kind, Kind::kCommitted);
-  EXPECT_EQ(info->parent, "base");
+  EXPECT_EQ(info->parent, base);
+  EXPECT_EQ(info->labels, labels) << "containerd finds it by its ref label and parent";
   EXPECT_EQ(sn_->Stat("extract-2").status().code(), Code::kNotFound);
+  // Stored once, under its blob digest.
+  EXPECT_TRUE(Exists(root() + "/layers/sha256/" + diff.hex() + "/layer.erofs"));
   // A second pull of the same layer finds it without fetching.
-  EXPECT_EQ(sn_->Prepare("extract-2b", "base", labels).status().code(), Code::kAlreadyExists);
+  EXPECT_EQ(sn_->Prepare("extract-2b", base, labels).status().code(), Code::kAlreadyExists);
   EXPECT_EQ(source.calls, 1);
-  auto view = sn_->View("look", "chain-2", {});
+  auto view = sn_->View("look", target, {});
   ASSERT_TRUE(view.ok());
   auto mp = MountAt(*view, work("look"));
   ASSERT_TRUE(mp.ok()) << mp.status().ToString();
   EXPECT_EQ(ReadFileOrDie(work("look") + "/remote.txt"), "fetched by evs");
   EXPECT_EQ(ReadFileOrDie(work("look") + "/base"), "b");
   ASSERT_TRUE(mp->Unmount().ok());
+  auto stats = sn_->GetStats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->remote_committed, 1);
 
   // When the source fails, Prepare falls back to an ordinary active
   // snapshot that containerd unpacks into.
-  Labels failing = {{kTargetRefLabel, "chain-3"}, {"fail", "1"}};
-  auto fallback = sn_->Prepare("extract-3", "base", failing);
+  Labels failing = {{kTargetRefLabel, Chain({diff})}, {"fail", "1"}};
+  auto fallback = sn_->Prepare("extract-3", "", failing);
   ASSERT_TRUE(fallback.ok()) << fallback.status().ToString();
   auto active = sn_->Stat("extract-3");
   ASSERT_TRUE(active.ok());
   EXPECT_EQ(active->kind, Kind::kActive);
-  EXPECT_EQ(sn_->Stat("chain-3").status().code(), Code::kNotFound);
-  ASSERT_TRUE(sn_->Close().ok());
-  sn_.reset();  // before `source` goes out of scope
+  EXPECT_EQ(sn_->Stat(Chain({diff})).status().code(), Code::kNotFound);
+  stats = sn_->GetStats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->remote_fallbacks, 1);
+  CloseNow();
+}
+
+TEST_P(RemoteLayerTest, ALayerWhoseDiffIdDoesNotChainToTheRefIsNotCommitted) {
+  Digest diff = MakeTar("remote", "remote.txt", "some other layer");
+  TarLayerSource source(dir_.Join("remote.tar"));
+  OpenWith(&source);
+  std::string base = Base();
+  // Labels that make evs fetch a blob other than the one the chain ID
+  // stands for (a hostile client or image config) must not plant it there.
+  std::string claimed = Chain({*Digest::Parse(base_chain_), Digest::Sha256Of("the real layer")});
+  auto r = sn_->Prepare("extract", base, {{kTargetRefLabel, claimed}});
+  ASSERT_TRUE(r.ok()) << "falls back to unpacking: " << r.status().ToString();
+  EXPECT_EQ(sn_->Stat(claimed).status().code(), Code::kNotFound);
+  EXPECT_EQ(sn_->Stat("extract")->kind, Kind::kActive);
+  EXPECT_FALSE(Exists(root() + "/layers/sha256/" + diff.hex()));
+  EXPECT_TRUE(List(root() + "/layers/tmp").empty());
+  // A parent that names no chain ID cannot be checked either.
+  Layer("unnamed", "", [](const std::string& t) { WriteFile(t + "/x", "x"); });
+  std::string on_unnamed = Chain({Digest::Sha256Of("unnamed"), diff});
+  ASSERT_TRUE(sn_->Prepare("extract-u", "unnamed", {{kTargetRefLabel, on_unnamed}}).ok());
+  EXPECT_EQ(sn_->Stat(on_unnamed).status().code(), Code::kNotFound);
+  // The correct chain ID is accepted.
+  std::string right = Chain({*Digest::Parse(base_chain_), diff});
+  EXPECT_EQ(sn_->Prepare("extract-ok", base, {{kTargetRefLabel, right}}).status().code(),
+            Code::kAlreadyExists);
+  CloseNow();
+}
+
+TEST_P(RemoteLayerTest, WithoutChainChecksTheSourceIsTrusted) {
+  MakeTar("remote", "remote.txt", "trusted");
+  TarLayerSource source(dir_.Join("remote.tar"));
+  OpenWith(&source, /*verify_chain=*/false);
+  std::string base = Base();
+  EXPECT_EQ(sn_->Prepare("extract", base, {{kTargetRefLabel, "chain-2"}}).status().code(),
+            Code::kAlreadyExists);
+  EXPECT_EQ(sn_->Stat("chain-2")->kind, Kind::kCommitted);
+  CloseNow();
+}
+
+TEST_P(RemoteLayerTest, OneChainIdOnDifferentlyNamedParentsIsCommittedOncePerParent) {
+  // Two containerd namespaces unpacked the same base layer: the same chain
+  // ID under two names. A remote layer on top of each has one chain ID, and
+  // containerd looks it up by ref label and parent (metadata/snapshot.go).
+  Digest diff = MakeTar("remote", "remote.txt", "shared");
+  TarLayerSource source(dir_.Join("remote.tar"));
+  OpenWith(&source);
+  std::string base1 = Base("ns1", 1);
+  std::string base2 = Base("ns2", 7);
+  std::string target = Chain({*Digest::Parse(base_chain_), diff});
+  auto before = sn_->GetStats();
+  ASSERT_TRUE(before.ok());
+  for (const std::string& parent : {base1, base2}) {
+    auto r = sn_->Prepare("ns/extract " + parent, parent, {{kTargetRefLabel, target}});
+    EXPECT_EQ(r.status().code(), Code::kAlreadyExists) << r.status().ToString();
+    auto found = sn_->List(
+        {"labels.\"containerd.io/snapshot.ref\"==" + target + ",parent==\"" + parent + "\""});
+    ASSERT_TRUE(found.ok()) << found.status().ToString();
+    ASSERT_EQ(found->size(), 1u) << parent;
+    EXPECT_EQ((*found)[0].kind, Kind::kCommitted);
+    EXPECT_EQ((*found)[0].parent, parent);
+  }
+  EXPECT_EQ(source.calls, 2);
+  auto after = sn_->GetStats();
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->layers_shared - before->layers_shared, 1) << "the layer is stored once";
+  EXPECT_TRUE(Exists(root() + "/layers/sha256/" + diff.hex()));
+  CloseNow();
 }
 
 INSTANTIATE_TEST_SUITE_P(Verity, SnapshotterTest,
+                         ::testing::Values(VerityMode::kOff, VerityMode::kUserspace),
+                         [](const auto& info) { return std::string(VerityModeName(info.param)); });
+INSTANTIATE_TEST_SUITE_P(Verity, RemoteLayerTest,
                          ::testing::Values(VerityMode::kOff, VerityMode::kUserspace),
                          [](const auto& info) { return std::string(VerityModeName(info.param)); });
 

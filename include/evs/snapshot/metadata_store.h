@@ -47,6 +47,9 @@ struct LayerRecord {
   // "sha256:<hex>": the blob digest it came from, or for a layer made from
   // a directory (the unpack path) the digest of its content.
   std::string digest;
+  // "sha256:<hex>" of the uncompressed tar, for a layer converted from a
+  // blob with the diffID computed (convert-on-pull); empty otherwise.
+  std::string diff_id;
   uint64_t file_size = 0;      // layer.erofs including the verity tree
   uint64_t image_size = 0;     // the EROFS part
   uint32_t block_size = 4096;  // EROFS and verity data block size

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -39,6 +40,19 @@ namespace evs::snapshot {
 // remote-snapshotters.md §1 "How a remote snapshot is prepared").
 inline constexpr const char* kTargetRefLabel = "containerd.io/snapshot.ref";
 
+// What Prepare asks a RemoteLayerSource for.
+struct RemoteLayerRequest {
+  std::string key;     // the Prepare key
+  std::string parent;  // name of the committed parent, "" for none
+  // The kTargetRefLabel value: the chain ID containerd will look the layer
+  // up by (reference/remote-snapshotters.md §1).
+  std::string target;
+  Labels labels;  // all of Prepare's labels
+  // Polled while the request waits; true once the caller has gone away
+  // (containerd cancelled the pull). May be empty.
+  std::function<bool()> abandoned;
+};
+
 // A layer evs can obtain by itself instead of containerd unpacking it
 // (convert-on-pull, lazy; DESIGN.md §1). Prepare consults it when the labels
 // carry kTargetRefLabel; on success the snapshotter commits the layer under
@@ -47,11 +61,15 @@ inline constexpr const char* kTargetRefLabel = "containerd.io/snapshot.ref";
 class RemoteLayerSource {
  public:
   virtual ~RemoteLayerSource() = default;
-  // Returns the layer staged in `store`'s staging area, or an error; any
-  // error makes Prepare fall back to an ordinary active snapshot (the
-  // snapshotter logs the reason). May block on the network.
-  virtual Result<StagedLayer> Fetch(LayerStore& store, const std::string& key,
-                                    const std::string& parent, const Labels& labels) = 0;
+  // Returns the layer `request` names: staged in `store`'s staging area, or
+  // — when the source finds it stored already — a StagedLayer holding only
+  // its record's digest (and diff_id when known). Concurrent requests for
+  // one layer may get the same object: the snapshotter installs it under
+  // its lock, so the first install publishes it and the others find it
+  // stored. Any error makes Prepare fall back to an ordinary active
+  // snapshot (the snapshotter logs the reason). May block on the network.
+  virtual Result<std::shared_ptr<StagedLayer>> Fetch(LayerStore& store,
+                                                     const RemoteLayerRequest& request) = 0;
 };
 
 struct SnapshotterOptions {
@@ -61,6 +79,13 @@ struct SnapshotterOptions {
   VerityMode verity = VerityMode::kAuto;
   // Optional; not owned; must outlive the snapshotter.
   RemoteLayerSource* remote = nullptr;
+  // A remote layer is committed under the chain ID containerd asks for only
+  // if its diffID (from its record) chained onto the parent's chain ID gives
+  // that chain ID: otherwise a hostile image config, or labels naming
+  // another blob, could plant any content under the chain ID of a layer
+  // other images share (containerd's unpacker checks the diffID for the
+  // same reason). false: trust the source (layers without a diffID).
+  bool verify_remote_chain = true;
   // Userspace verification: serve each layer from a process of its own,
   // started as this command followed by `serve-verified-layer …`, so layers
   // under running containers survive a daemon restart (LayerMounterOptions).
@@ -82,8 +107,18 @@ class Snapshotter {
   // for none) and returns the mounts for its writable root. Errors:
   // AlreadyExists (key taken), NotFound (no parent), InvalidArgument (parent
   // not committed, empty key, a label over 4096 bytes).
+  //
+  // With a RemoteLayerSource and kTargetRefLabel among the labels, evs
+  // first tries to produce the layer itself: on success it commits it under
+  // the target (or, when a snapshot of that name with another parent
+  // exists, under `key`), labelled like the request, and returns
+  // AlreadyExists; containerd then finds it by label and parent
+  // (metadata/snapshot.go createSnapshot). On any failure it logs the
+  // reason and creates the active snapshot as above. `abandoned` is polled
+  // while a remote layer is awaited.
   Result<std::vector<Mount>> Prepare(const std::string& key, const std::string& parent,
-                                     const Labels& labels);
+                                     const Labels& labels,
+                                     std::function<bool()> abandoned = nullptr);
   // Like Prepare, for a read-only view.
   Result<std::vector<Mount>> View(const std::string& key, const std::string& parent,
                                   const Labels& labels);
@@ -125,9 +160,11 @@ class Snapshotter {
     int64_t layers = 0;                            // layer images stored
     int64_t layer_bytes = 0;                       // their allocated bytes
     int64_t layers_mounted = 0;
-    int64_t commits = 0;         // since start
-    int64_t layers_shared = 0;   // commits that found their layer stored
-    double convert_seconds = 0;  // time spent building layer images
+    int64_t commits = 0;           // since start
+    int64_t layers_shared = 0;     // commits that found their layer stored
+    double convert_seconds = 0;    // time spent building layer images
+    int64_t remote_committed = 0;  // Prepares answered with a layer evs obtained
+    int64_t remote_fallbacks = 0;  // Prepares that fell back to unpacking
   };
   Result<Stats> GetStats();
 
@@ -139,13 +176,20 @@ class Snapshotter {
   explicit Snapshotter(SnapshotterOptions options) : options_(std::move(options)) {}
   struct ReconcileReport;
 
+  // The remote path of Prepare: AlreadyExists when the layer is committed
+  // (now or before); any other status is the reason to fall back.
+  Status PrepareRemote(const std::string& key, const std::string& parent, const Labels& labels,
+                       std::function<bool()> abandoned);
+  // Commits a fetched remote layer as `name` under the transaction the
+  // caller holds.
+  Status CommitRemote(const RemoteLayerRequest& request, StagedLayer* staged);
   Result<std::vector<Mount>> CreateSnapshot(Kind kind, const std::string& key,
                                             const std::string& parent, const Labels& labels);
   // Installs a staged layer under an open transaction: reuses an identical
   // stored layer or publishes, records and mounts this one. `published` is
   // set when a new directory was published (to undo it if the transaction
   // fails).
-  Result<int64_t> InstallLayer(StagedLayer* staged, bool* published);
+  Result<LayerRecord> InstallLayer(StagedLayer* staged, bool* published);
   Status UndoInstall(int64_t layer_id, const std::string& digest);
   Result<std::vector<std::string>> MountedLowers(int64_t parent_id);
   Result<std::vector<Mount>> MountsFor(const SnapshotRecord& record);
@@ -166,6 +210,8 @@ class Snapshotter {
   int64_t commits_ = 0;
   int64_t layers_shared_ = 0;
   double convert_seconds_ = 0;
+  int64_t remote_committed_ = 0;
+  int64_t remote_fallbacks_ = 0;
 };
 
 }  // namespace evs::snapshot
