@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <limits>
 #include <optional>
 #include <sstream>
 
@@ -19,6 +20,25 @@ Result<std::string> StringKey(const toml::node& node, const std::string& origin,
   if (!v) return InvalidArgumentError(origin, ": key \"", key, "\" must be a string");
   return *v;
 }
+
+Result<bool> BoolKey(const toml::node& node, const std::string& origin, std::string_view key) {
+  auto v = node.value_exact<bool>();
+  if (!v) return InvalidArgumentError(origin, ": key \"", key, "\" must be true or false");
+  return *v;
+}
+
+Result<int64_t> IntKey(const toml::node& node, const std::string& origin, std::string_view key,
+                       int64_t min, int64_t max) {
+  auto v = node.value<int64_t>();
+  if (!v || *v < min || *v > max) {
+    return InvalidArgumentError(origin, ": key \"", key, "\" must be an integer in [", min, ", ",
+                                max, "]");
+  }
+  return *v;
+}
+
+constexpr int64_t kMaxConversions = 64;
+constexpr int64_t kMaxKeepSeconds = 7 * 24 * 3600;
 
 Status SetVerity(const std::string& text, const std::string& origin, DaemonConfig* config) {
   auto mode = snapshot::ParseVerityMode(text);
@@ -63,11 +83,27 @@ Status ApplyToml(const std::string& toml_text, const std::string& origin, Daemon
     } else if (k == "metrics_address") {
       EVS_ASSIGN_OR_RETURN(config->metrics_address, StringKey(node, origin, k));
     } else if (k == "shutdown_timeout_seconds") {
-      auto v = node.value<int64_t>();
-      if (!v || *v < 0 || *v > 3600) {
-        return InvalidArgumentError(origin, ": key \"", k, "\" must be an integer in [0, 3600]");
-      }
-      config->shutdown_timeout_seconds = static_cast<int>(*v);
+      EVS_ASSIGN_OR_RETURN(int64_t v, IntKey(node, origin, k, 0, 3600));
+      config->shutdown_timeout_seconds = static_cast<int>(v);
+    } else if (k == "convert_on_pull") {
+      EVS_ASSIGN_OR_RETURN(config->convert_on_pull, BoolKey(node, origin, k));
+    } else if (k == "registry_config_path") {
+      EVS_ASSIGN_OR_RETURN(config->registry_config_path, StringKey(node, origin, k));
+    } else if (k == "docker_config") {
+      EVS_ASSIGN_OR_RETURN(config->docker_config, StringKey(node, origin, k));
+    } else if (k == "max_concurrent_conversions") {
+      EVS_ASSIGN_OR_RETURN(int64_t v, IntKey(node, origin, k, 1, kMaxConversions));
+      config->max_concurrent_conversions = static_cast<int>(v);
+    } else if (k == "convert_ahead") {
+      EVS_ASSIGN_OR_RETURN(config->convert_ahead, BoolKey(node, origin, k));
+    } else if (k == "verify_diff_id") {
+      EVS_ASSIGN_OR_RETURN(config->verify_diff_id, BoolKey(node, origin, k));
+    } else if (k == "max_layer_bytes") {
+      EVS_ASSIGN_OR_RETURN(config->max_layer_bytes,
+                           IntKey(node, origin, k, 1, std::numeric_limits<int64_t>::max()));
+    } else if (k == "keep_unclaimed_seconds") {
+      EVS_ASSIGN_OR_RETURN(int64_t v, IntKey(node, origin, k, 0, kMaxKeepSeconds));
+      config->keep_unclaimed_seconds = static_cast<int>(v);
     } else {
       return InvalidArgumentError(origin, ": unknown key \"", k, "\"");
     }
@@ -85,6 +121,10 @@ Result<DaemonConfig> LoadDaemonConfig(int argc, const char* const* argv, int* ex
   std::string config_path = kDefaultConfigPath;
   std::string root, address, verity, log_level, metrics_address;
   int shutdown_timeout = 0;
+  std::string registry_config_path, docker_config;
+  bool convert_on_pull = true, convert_ahead = true, verify_diff_id = true;
+  int max_conversions = 0, keep_unclaimed = 0;
+  int64_t max_layer_bytes = 0;
   auto* config_opt =
       app.add_option("--config", config_path, "TOML configuration file")->capture_default_str();
   auto* root_opt = app.add_option("--root", root, "root directory (key: root)");
@@ -100,6 +140,30 @@ Result<DaemonConfig> LoadDaemonConfig(int argc, const char* const* argv, int* ex
   auto* metrics_opt = app.add_option("--metrics-address", metrics_address,
                                      "host:port for Prometheus metrics, \"\" = off "
                                      "(key: metrics_address)");
+  auto* cop_opt = app.add_option("--convert-on-pull", convert_on_pull,
+                                 "fetch and convert layers when containerd's labels name them: "
+                                 "true or false (key: convert_on_pull)");
+  auto* hosts_opt = app.add_option("--registry-config-path", registry_config_path,
+                                   "registry hosts directory (hosts.toml), \"\" for none "
+                                   "(key: registry_config_path)");
+  auto* docker_opt = app.add_option("--docker-config", docker_config,
+                                    "Docker config.json with registry credentials "
+                                    "(key: docker_config)");
+  auto* conversions_opt = app.add_option("--max-concurrent-conversions", max_conversions,
+                                         "layers converted at once "
+                                         "(key: max_concurrent_conversions)");
+  auto* ahead_opt = app.add_option("--convert-ahead", convert_ahead,
+                                   "convert an image's later layers ahead: true or false "
+                                   "(key: convert_ahead)");
+  auto* diff_opt = app.add_option("--verify-diff-id", verify_diff_id,
+                                  "check converted layers against their chain ID: true or false "
+                                  "(key: verify_diff_id)");
+  auto* max_layer_opt = app.add_option("--max-layer-bytes", max_layer_bytes,
+                                       "largest uncompressed layer converted on pull "
+                                       "(key: max_layer_bytes)");
+  auto* keep_opt = app.add_option("--keep-unclaimed-seconds", keep_unclaimed,
+                                  "how long a layer converted ahead waits to be claimed "
+                                  "(key: keep_unclaimed_seconds)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {
@@ -130,6 +194,28 @@ Result<DaemonConfig> LoadDaemonConfig(int argc, const char* const* argv, int* ex
       return InvalidArgumentError("--shutdown-timeout-seconds must be in [0, 3600]");
     }
     config.shutdown_timeout_seconds = shutdown_timeout;
+  }
+  if (cop_opt->count()) config.convert_on_pull = convert_on_pull;
+  if (hosts_opt->count()) config.registry_config_path = registry_config_path;
+  if (docker_opt->count()) config.docker_config = docker_config;
+  if (conversions_opt->count()) {
+    if (max_conversions < 1 || max_conversions > kMaxConversions) {
+      return InvalidArgumentError("--max-concurrent-conversions must be in [1, ", kMaxConversions,
+                                  "]");
+    }
+    config.max_concurrent_conversions = max_conversions;
+  }
+  if (ahead_opt->count()) config.convert_ahead = convert_ahead;
+  if (diff_opt->count()) config.verify_diff_id = verify_diff_id;
+  if (max_layer_opt->count()) {
+    if (max_layer_bytes < 1) return InvalidArgumentError("--max-layer-bytes must be positive");
+    config.max_layer_bytes = max_layer_bytes;
+  }
+  if (keep_opt->count()) {
+    if (keep_unclaimed < 0 || keep_unclaimed > kMaxKeepSeconds) {
+      return InvalidArgumentError("--keep-unclaimed-seconds must be in [0, ", kMaxKeepSeconds, "]");
+    }
+    config.keep_unclaimed_seconds = keep_unclaimed;
   }
   if (config.root.empty() || config.root[0] != '/') {
     return InvalidArgumentError("root \"", config.root, "\" must be an absolute path");

@@ -30,6 +30,33 @@ struct DaemonConfig {
   // Prometheus metrics at http://<metrics_address>/metrics; "" = off.
   // Keep it on a local address ("127.0.0.1:9650").
   std::string metrics_address;
+
+  // --- convert-on-pull (DESIGN.md §1; docs/snapshotter.md) ---
+  // Fetch and convert a layer itself when containerd's Prepare names the
+  // image and layer (the CRI with disable_snapshot_annotations = false,
+  // `ctr-remote images rpull`); containerd then skips download and unpack.
+  bool convert_on_pull = true;
+  // containerd's registry hosts directory (hosts.toml per registry:
+  // mirrors, TLS, headers). "" for none: https, plain http for localhost.
+  std::string registry_config_path = "/etc/containerd/certs.d";
+  // Docker config.json with registry credentials (auths, credHelpers,
+  // credsStore). "": $DOCKER_CONFIG/config.json, else
+  // $HOME/.docker/config.json. Read at start.
+  std::string docker_config;
+  // Layers converted at once.
+  int max_concurrent_conversions = 3;
+  // Convert the later layers of an image (cri.image-layers) while earlier
+  // ones are prepared.
+  bool convert_ahead = true;
+  // Compute each converted layer's diffID and commit it only under the
+  // chain ID it belongs to. false trusts the registry's image configs.
+  bool verify_diff_id = true;
+  // A layer larger than this uncompressed is refused (and unpacked by
+  // containerd instead).
+  int64_t max_layer_bytes = int64_t{64} << 30;
+  // A layer converted ahead that no pull claims is deleted after this long.
+  int keep_unclaimed_seconds = 600;
+
   // The file this configuration was read from, "" when none was.
   std::string config_path;
 };

@@ -13,11 +13,17 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "config.h"
 #include "evs/common/log.h"
+#include "evs/registry/client.h"
+#include "evs/registry/credentials.h"
+#include "evs/snapshot/registry_layer_source.h"
 #include "evs/snapshot/snapshotter.h"
 #include "evs/snapshot/verified_layer_process.h"
 #include "listen_socket.h"
@@ -46,10 +52,37 @@ std::vector<std::string> VerifierCommand() {
 }
 
 // The snapshotter's figures in Prometheus text format.
-std::string RenderSnapshotterMetrics(evs::snapshot::Snapshotter* sn) {
+std::string RenderSnapshotterMetrics(evs::snapshot::Snapshotter* sn,
+                                     const evs::snapshot::RegistryLayerSource* source) {
   auto stats = sn->GetStats();
   if (!stats.ok()) return "";
   std::ostringstream out;
+  out << "# HELP evs_remote_prepares_total Prepares of pulled layers, by whether evs "
+         "provided the layer or containerd unpacked it.\n"
+      << "# TYPE evs_remote_prepares_total counter\n"
+      << "evs_remote_prepares_total{result=\"committed\"} " << stats->remote_committed << "\n"
+      << "evs_remote_prepares_total{result=\"fallback\"} " << stats->remote_fallbacks << "\n";
+  if (source != nullptr) {
+    auto c = source->stats();
+    out << "# HELP evs_pull_conversions_total Layers downloaded and converted on pull.\n"
+        << "# TYPE evs_pull_conversions_total counter\n"
+        << "evs_pull_conversions_total{result=\"ok\"} " << c.converted << "\n"
+        << "evs_pull_conversions_total{result=\"failed\"} " << c.failed << "\n"
+        << "evs_pull_conversions_total{result=\"expired\"} " << c.expired << "\n"
+        << "# HELP evs_pull_conversions_joined_total Requests served by a conversion already "
+           "under way or done ahead.\n"
+        << "# TYPE evs_pull_conversions_joined_total counter\n"
+        << "evs_pull_conversions_joined_total " << c.joined << "\n"
+        << "# HELP evs_pull_bytes_total Layer blob bytes downloaded by conversions.\n"
+        << "# TYPE evs_pull_bytes_total counter\nevs_pull_bytes_total " << c.blob_bytes << "\n"
+        << "# HELP evs_pull_convert_seconds_total Wall time of conversions on pull.\n"
+        << "# TYPE evs_pull_convert_seconds_total counter\nevs_pull_convert_seconds_total "
+        << c.convert_seconds << "\n"
+        << "# HELP evs_pull_conversions Conversions running and queued now.\n"
+        << "# TYPE evs_pull_conversions gauge\n"
+        << "evs_pull_conversions{state=\"running\"} " << c.running << "\n"
+        << "evs_pull_conversions{state=\"queued\"} " << c.queued << "\n";
+  }
   out << "# HELP evs_snapshots Snapshots by kind.\n# TYPE evs_snapshots gauge\n"
       << "evs_snapshots{kind=\"active\"} " << stats->active << "\n"
       << "evs_snapshots{kind=\"view\"} " << stats->views << "\n"
@@ -108,10 +141,57 @@ int Run(int argc, char** argv) {
                  << evs::Kv("config", config->config_path.empty() ? "none" : config->config_path)
                  << evs::Kv("verity", evs::snapshot::VerityModeName(config->verity));
 
+  // Convert-on-pull (DESIGN.md §1): one registry client for the daemon,
+  // credentials from the Docker config, mirrors and TLS from hosts.toml.
+  std::unique_ptr<evs::registry::RegistryClient> registry;
+  std::unique_ptr<evs::snapshot::RegistryLayerSource> source;
+  if (config->convert_on_pull) {
+    auto credentials = evs::registry::DockerConfigCredentials::Load(config->docker_config);
+    if (!credentials.ok()) {
+      EVS_LOG(kError) << "cannot read registry credentials"
+                      << evs::Kv("error", credentials.status().ToString());
+      return 1;
+    }
+    evs::registry::RegistryOptions ro;
+    ro.hosts_dir = config->registry_config_path;
+    ro.credentials = std::move(*credentials);
+    ro.user_agent = "containerd-evs-grpc/0.1.0";
+    auto client = evs::registry::RegistryClient::Create(std::move(ro));
+    if (!client.ok()) {
+      EVS_LOG(kError) << "cannot create the registry client"
+                      << evs::Kv("error", client.status().ToString());
+      return 1;
+    }
+    registry = std::move(*client);
+    evs::snapshot::RegistryLayerSourceOptions so;
+    so.client = registry.get();
+    so.max_concurrent = config->max_concurrent_conversions;
+    so.convert_ahead = config->convert_ahead;
+    so.compute_diff_id = config->verify_diff_id;
+    so.max_tar_bytes = static_cast<uint64_t>(config->max_layer_bytes);
+    so.keep_unclaimed = std::chrono::seconds(config->keep_unclaimed_seconds);
+    auto created = evs::snapshot::RegistryLayerSource::Create(so);
+    if (!created.ok()) {
+      EVS_LOG(kError) << "cannot start convert-on-pull"
+                      << evs::Kv("error", created.status().ToString());
+      return 1;
+    }
+    source = std::move(*created);
+    EVS_LOG(kInfo) << "convert-on-pull on"
+                   << evs::Kv("registry_config_path", config->registry_config_path.empty()
+                                                          ? "none"
+                                                          : config->registry_config_path)
+                   << evs::Kv("conversions", config->max_concurrent_conversions)
+                   << evs::Kv("ahead", config->convert_ahead)
+                   << evs::Kv("verify_diff_id", config->verify_diff_id);
+  }
+
   evs::snapshot::SnapshotterOptions options;
   options.root = config->root;
   options.verity = config->verity;
   options.verifier_command = VerifierCommand();
+  options.remote = source.get();
+  options.verify_remote_chain = config->verify_diff_id;
   auto sn = evs::snapshot::Snapshotter::Open(options);
   if (!sn.ok()) {
     EVS_LOG(kError) << "cannot open the snapshotter" << evs::Kv("error", sn.status().ToString());
@@ -128,9 +208,11 @@ int Run(int argc, char** argv) {
   std::unique_ptr<evs::plugin::MetricsServer> metrics_server;
   if (!config->metrics_address.empty()) {
     evs::snapshot::Snapshotter* snapshotter = sn->get();
-    auto started = evs::plugin::MetricsServer::Start(config->metrics_address, [&, snapshotter] {
-      return call_metrics.Render() + RenderSnapshotterMetrics(snapshotter);
-    });
+    const evs::snapshot::RegistryLayerSource* pulls = source.get();
+    auto started =
+        evs::plugin::MetricsServer::Start(config->metrics_address, [&, snapshotter, pulls] {
+          return call_metrics.Render() + RenderSnapshotterMetrics(snapshotter, pulls);
+        });
     if (!started.ok()) {
       EVS_LOG(kError) << "cannot serve metrics" << evs::Kv("error", started.status().ToString());
       return 1;
@@ -166,10 +248,29 @@ int Run(int argc, char** argv) {
   auto deadline =
       std::chrono::system_clock::now() + std::chrono::seconds(config->shutdown_timeout_seconds);
   // Stops accepting, waits for in-flight calls until the deadline, then
-  // cancels what is left.
+  // cancels what is left. A Prepare waiting for a layer conversion is woken
+  // at the deadline by stopping convert-on-pull.
+  std::mutex shutdown_mu;
+  std::condition_variable shutdown_cv;
+  bool calls_done = false;
+  std::thread deadline_guard([&] {
+    std::unique_lock<std::mutex> lock(shutdown_mu);
+    if (!shutdown_cv.wait_until(lock, deadline, [&] { return calls_done; }) && source) {
+      EVS_LOG(kInfo) << "grace period over; cancelling layer conversions";
+      source->Shutdown();
+    }
+  });
   server->Shutdown(deadline);
   server->Wait();
+  {
+    std::lock_guard<std::mutex> lock(shutdown_mu);
+    calls_done = true;
+  }
+  shutdown_cv.notify_all();
+  deadline_guard.join();
   metrics_server.reset();
+  // Conversions nobody waits for stop; what they staged is deleted.
+  if (source) source->Shutdown();
   EVS_LOG(kDebug) << "no calls in flight";
   evs::Status closed = (*sn)->Close();
   sn->reset();

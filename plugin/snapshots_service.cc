@@ -80,11 +80,14 @@ class CallLog {
 
 }  // namespace
 
-grpc::Status SnapshotsService::Prepare(grpc::ServerContext*,
+grpc::Status SnapshotsService::Prepare(grpc::ServerContext* ctx,
                                        const snapshotsv1::PrepareSnapshotRequest* req,
                                        snapshotsv1::PrepareSnapshotResponse* resp) {
   CallLog log("Prepare", req->key(), metrics_);
-  auto mounts = sn_->Prepare(req->key(), req->parent(), FromProto(req->labels()));
+  // A Prepare may wait for a layer download; containerd cancelling the pull
+  // ends the wait (the conversion goes on for the next pull).
+  auto mounts = sn_->Prepare(req->key(), req->parent(), FromProto(req->labels()),
+                             [ctx] { return ctx->IsCancelled(); });
   if (!mounts.ok()) return log.Done(mounts.status());
   ToProto(*mounts, resp->mutable_mounts());
   return log.Done(OkStatus());

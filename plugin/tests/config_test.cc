@@ -86,6 +86,55 @@ TEST(DaemonConfig, UnknownKeysWrongTypesAndBadValuesNameFileAndKey) {
   }
 }
 
+TEST(DaemonConfig, ConvertOnPullKeysAndFlags) {
+  DaemonConfig d;
+  EXPECT_TRUE(d.convert_on_pull);
+  EXPECT_EQ(d.registry_config_path, "/etc/containerd/certs.d");
+  EXPECT_EQ(d.max_concurrent_conversions, 3);
+  EXPECT_TRUE(d.convert_ahead);
+  EXPECT_TRUE(d.verify_diff_id);
+
+  TempDir dir;
+  WriteFile(dir.Join("c.toml"),
+            "convert_on_pull = false\nregistry_config_path = \"/etc/hosts.d\"\n"
+            "docker_config = \"/root/cfg.json\"\nmax_concurrent_conversions = 5\n"
+            "convert_ahead = false\nverify_diff_id = false\nmax_layer_bytes = 1000\n"
+            "keep_unclaimed_seconds = 9\n");
+  auto c = Load({"--config", dir.Join("c.toml")});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_FALSE(c->convert_on_pull);
+  EXPECT_EQ(c->registry_config_path, "/etc/hosts.d");
+  EXPECT_EQ(c->docker_config, "/root/cfg.json");
+  EXPECT_EQ(c->max_concurrent_conversions, 5);
+  EXPECT_FALSE(c->convert_ahead);
+  EXPECT_FALSE(c->verify_diff_id);
+  EXPECT_EQ(c->max_layer_bytes, 1000);
+  EXPECT_EQ(c->keep_unclaimed_seconds, 9);
+
+  auto f = Load({"--config", dir.Join("c.toml"), "--convert-on-pull", "true",
+                 "--registry-config-path", "", "--docker-config", "/x.json",
+                 "--max-concurrent-conversions", "2", "--convert-ahead", "true", "--verify-diff-id",
+                 "true", "--max-layer-bytes", "77", "--keep-unclaimed-seconds", "0"});
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  EXPECT_TRUE(f->convert_on_pull);
+  EXPECT_EQ(f->registry_config_path, "");
+  EXPECT_EQ(f->docker_config, "/x.json");
+  EXPECT_EQ(f->max_concurrent_conversions, 2);
+  EXPECT_TRUE(f->convert_ahead);
+  EXPECT_TRUE(f->verify_diff_id);
+  EXPECT_EQ(f->max_layer_bytes, 77);
+  EXPECT_EQ(f->keep_unclaimed_seconds, 0);
+
+  for (const char* bad : {"convert_on_pull = 1\n", "max_concurrent_conversions = 0\n",
+                          "max_layer_bytes = -5\n", "keep_unclaimed_seconds = \"x\"\n"}) {
+    WriteFile(dir.Join("c.toml"), bad);
+    auto r = Load({"--config", dir.Join("c.toml")});
+    EXPECT_EQ(r.status().code(), Code::kInvalidArgument) << bad;
+  }
+  EXPECT_FALSE(Load({"--config", "/dev/null", "--max-concurrent-conversions", "0"}).ok());
+  EXPECT_FALSE(Load({"--config", "/dev/null", "--convert-ahead", "sometimes"}).ok());
+}
+
 TEST(DaemonConfig, BadFlagsAreErrorsAndHelpExitsZero) {
   TempDir dir;
   EXPECT_FALSE(Load({"--config", "/dev/null", "--verity", "maybe"}).ok());
@@ -101,7 +150,9 @@ TEST(DaemonConfig, TheExampleConfigIsValidAndDocumentsEveryKey) {
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   std::string text = evs::testing::ReadFileOrDie(example);
   for (const char* key :
-       {"root", "address", "verity", "log_level", "shutdown_timeout_seconds", "metrics_address"}) {
+       {"root", "address", "verity", "log_level", "shutdown_timeout_seconds", "metrics_address",
+        "convert_on_pull", "registry_config_path", "docker_config", "max_concurrent_conversions",
+        "convert_ahead", "verify_diff_id", "max_layer_bytes", "keep_unclaimed_seconds"}) {
     EXPECT_NE(text.find(std::string("# ") + key), std::string::npos)
         << key << " is not documented in config.example.toml";
   }
