@@ -98,11 +98,12 @@ class LazyLayer {
   // released.
   Status Remove();
 
-  // Fetches every missing block now, in the caller's thread (misses of
-  // readers still go first: they are separate requests), then marks the
-  // layer complete. For `evs` commands, tests and benchmarks; the daemon
-  // relies on the BackgroundFetcher. Stops early with the cancellation's
-  // status.
+  // Fetches every missing block now, in the caller's thread, 8 MiB per
+  // request (a reader missing a block elsewhere sends its own request; one
+  // missing a block of the range in flight waits for it), verifies the
+  // whole file and marks the layer complete. For `evs` commands, tests and
+  // benchmarks; the daemon relies on the BackgroundFetcher. Stops early
+  // with the cancellation's status.
   Status FetchAll(const Cancellation* cancel = nullptr);
 
   const std::string& target() const { return target_; }
