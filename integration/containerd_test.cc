@@ -1,233 +1,27 @@
-// End to end: Debian's containerd 1.6 with evs as its proxy snapshotter,
-// docker-registry and runc, all started by the test in a scratch directory
-// (own config, sockets, root and state). Images are built by the test with
-// tar + umoci and pushed with skopeo; `ctr images pull --snapshotter evs`
-// unpacks them through evs (the unpack path, DESIGN.md §1), `ctr run` starts
-// containers on them.
-//
-// Needs root, erofs, overlay, containerd, runc, ctr, umoci, skopeo,
-// docker-registry and a static busybox (busybox-static); skips with the
-// reason otherwise.
-#include <gtest/gtest.h>
+// End to end through the unpack path (DESIGN.md §1): `ctr images pull
+// --snapshotter evs` has containerd download and unpack each layer into an
+// active snapshot that evs turns into EROFS on Commit; `ctr run` starts
+// containers on them. The world (containerd 1.6, docker-registry, runc, the
+// daemon) is integration/containerd_fixture.h's.
 #include <signal.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include <chrono>
-#include <fstream>
-#include <thread>
+#include <algorithm>
 
+#include "containerd_fixture.h"
 #include "evs/common/file.h"
-#include "local_registry.h"
-#include "test_util.h"
 
 namespace evs::integration {
 namespace {
 
-using evs::testing::ChildProcess;
-using evs::testing::LocalRegistry;
 using evs::testing::ReadFileOrDie;
 using evs::testing::Sh;
 using evs::testing::ShOk;
-using evs::testing::TempDir;
-using evs::testing::WriteFile;
-
-std::string DaemonBinary() { return evs::testing::BuildDir() + "/plugin/containerd-evs-grpc"; }
-
-std::string Quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'') {
-      out += "'\\''";
-    } else {
-      out += c;
-    }
-  }
-  return out + "'";
-}
-
-bool WaitForSocket(const std::string& path, const ChildProcess& process) {
-  for (int i = 0; i < 3000; ++i) {  // the bound is only against a hang
-    struct stat st;
-    if (::stat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) return true;
-    if (!process.running()) return false;
-    ::usleep(10000);
-  }
-  return false;
-}
-
-// One layer of a test image: files to write (path → content), whiteouts
-// (".wh.<name>" entries) and opaque directories (".wh..wh..opq").
-struct LayerSpec {
-  std::map<std::string, std::string> files;
-  std::vector<std::string> whiteouts;
-  std::vector<std::string> opaque_dirs;
-  bool busybox = false;  // /bin/busybox with sh, cat, ls, sleep, echo links
-};
-
-class ContainerdWithEvs : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!evs::testing::IsRoot()) GTEST_SKIP() << "needs root";
-    for (const char* fs : {"erofs", "overlay"}) {
-      if (!evs::testing::KernelHasFilesystem(fs)) GTEST_SKIP() << "needs " << fs;
-    }
-    for (const char* p : {"containerd", "ctr", "runc", "containerd-shim-runc-v2", "umoci", "skopeo",
-                          "docker-registry", "tar"}) {
-      if (!evs::testing::HaveProgram(p)) GTEST_SKIP() << "needs " << p << " in PATH";
-    }
-    if (::access("/bin/busybox", X_OK) != 0) GTEST_SKIP() << "needs /bin/busybox (busybox-static)";
-    if (::access(DaemonBinary().c_str(), X_OK) != 0) GTEST_SKIP() << "needs " << DaemonBinary();
-
-    auto registry = LocalRegistry::Start();
-    if (!registry.ok()) GTEST_SKIP() << registry.status().message();
-    registry_ = std::move(*registry);
-    StartEvs();
-    StartContainerd();
-  }
-
-  void TearDown() override {
-    if (containerd_.running()) {
-      // Containers first, so their shims unmount the rootfs.
-      Sh(CtrCommand("task ls -q") + " | xargs -r -n1 " + CtrCommand("task kill -s KILL") +
-         " >/dev/null 2>&1; sleep 0.2; " + CtrCommand("task ls -q") + " | xargs -r -n1 " +
-         CtrCommand("task rm -f") + " >/dev/null 2>&1; " + CtrCommand("c ls -q") + " | xargs -r " +
-         CtrCommand("c rm") + " >/dev/null 2>&1");
-    }
-    containerd_.Stop();
-    evs_.Stop();
-    evs::testing::KillProcessesMentioning(dir_.path() + "/");
-    if (HasFailure()) {
-      std::cerr << "--- evs log (tail) ---\n"
-                << Tail(EvsLog()) << "--- containerd log (tail) ---\n"
-                << Tail(dir_.Join("containerd.log"));
-    }
-  }
-
-  static std::string Tail(const std::string& path) {
-    return Sh("tail -n 40 " + Quote(path)).stdout_data;
-  }
-
-  void StartEvs() {
-    auto p = ChildProcess::Start({DaemonBinary(), "--root", EvsRoot(), "--address", EvsSocket(),
-                                  "--config", "/dev/null", "--log-level", "debug"},
-                                 EvsLog());
-    ASSERT_TRUE(p.ok()) << p.status().ToString();
-    evs_ = std::move(*p);
-    ASSERT_TRUE(WaitForSocket(EvsSocket(), evs_)) << Tail(EvsLog());
-  }
-
-  void StartContainerd() {
-    std::string d = dir_.Join("ctd");
-    WriteFile(d + "/config.toml",
-              "version = 2\n"
-              "root = \"" +
-                  d +
-                  "/root\"\n"
-                  "state = \"" +
-                  d +
-                  "/state\"\n"
-                  "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n"
-                  "[grpc]\n  address = \"" +
-                  CtrSocket() +
-                  "\"\n"
-                  "[ttrpc]\n  address = \"" +
-                  CtrSocket() +
-                  ".ttrpc\"\n"
-                  "[proxy_plugins]\n"
-                  "  [proxy_plugins.evs]\n"
-                  "    type = \"snapshot\"\n"
-                  "    address = \"" +
-                  EvsSocket() + "\"\n");
-    auto p = ChildProcess::Start({"containerd", "--config", d + "/config.toml"},
-                                 dir_.Join("containerd.log"));
-    ASSERT_TRUE(p.ok()) << p.status().ToString();
-    containerd_ = std::move(*p);
-    ASSERT_TRUE(WaitForSocket(CtrSocket(), containerd_)) << Tail(dir_.Join("containerd.log"));
-  }
-
-  std::string EvsRoot() const { return dir_.Join("evs"); }
-  std::string EvsSocket() const { return dir_.Join("evs.sock"); }
-  std::string EvsLog() const { return dir_.Join("evs.log"); }
-  std::string CtrSocket() const { return dir_.Join("ctd/containerd.sock"); }
-  std::string CtrCommand(const std::string& args) const {
-    return "ctr --address " + CtrSocket() + " --namespace evs-test " + args;
-  }
-  // Runs ctr; fails the test on a non-zero exit; returns stdout.
-  std::string Ctr(const std::string& args, int timeout_ms = 300000) {
-    return ShOk(CtrCommand(args) + " 2>&1", timeout_ms);
-  }
-
-  // Builds an image from `layers` (bottom first) and pushes it; returns its
-  // reference.
-  std::string PushImage(const std::string& name, const std::vector<LayerSpec>& layers) {
-    std::string work = dir_.Join("build-" + name);
-    std::string layout = work + "/oci";
-    ShOk("umoci init --layout " + Quote(layout) + " && umoci new --image " + Quote(layout + ":v1"));
-    for (size_t i = 0; i < layers.size(); ++i) {
-      const LayerSpec& spec = layers[i];
-      std::string tree = work + "/l" + std::to_string(i);
-      EXPECT_TRUE(MakeDirs(tree).ok());
-      if (spec.busybox) {
-        ShOk("mkdir -p " + Quote(tree + "/bin") + " && cp /bin/busybox " + Quote(tree + "/bin/") +
-             " && for a in sh cat ls sleep echo; do ln -s busybox " + Quote(tree + "/bin/") +
-             "$a; done");
-      }
-      for (const auto& [path, content] : spec.files) WriteFile(tree + "/" + path, content);
-      for (const std::string& w : spec.whiteouts) {
-        WriteFile(tree + "/" + Dirname(w) + "/.wh." + Basename(w), "");
-      }
-      for (const std::string& o : spec.opaque_dirs) WriteFile(tree + "/" + o + "/.wh..wh..opq", "");
-      std::string tar = tree + ".tar";
-      ShOk("tar --numeric-owner --owner=0 --group=0 -C " + Quote(tree) + " -cf " + Quote(tar) +
-           " . && umoci raw add-layer --image " + Quote(layout + ":v1") + " " + Quote(tar));
-    }
-    ShOk("umoci config --image " + Quote(layout + ":v1") + " --config.cmd /bin/sh");
-    std::string ref = registry_->host() + "/evs-test/" + name + ":v1";
-    ShOk("skopeo copy --quiet --dest-tls-verify=false oci:" + Quote(layout + ":v1") + " docker://" +
-         ref);
-    return ref;
-  }
-
-  void Pull(const std::string& ref) { Ctr("images pull --plain-http --snapshotter evs " + ref); }
-
-  // `ctr run --rm` of `script` under /bin/sh; returns its output.
-  std::string Run(const std::string& ref, const std::string& id, const std::string& script) {
-    return Ctr("run --rm --snapshotter evs " + ref + " " + id + " /bin/sh -c " + Quote(script));
-  }
-
-  std::vector<LayerSpec> HidingImage() {
-    LayerSpec base;
-    base.busybox = true;
-    base.files = {{"etc/greeting", "hello from layer 1\n"},
-                  {"data/gone.txt", "deleted above\n"},
-                  {"data/kept.txt", "kept\n"},
-                  {"opaque/old.txt", "hidden by an opaque directory\n"},
-                  {"opaque/sub/older.txt", "also hidden\n"}};
-    LayerSpec upper;
-    upper.files = {{"etc/greeting", "hello from layer 2\n"}, {"opaque/new.txt", "new\n"}};
-    upper.whiteouts = {"data/gone.txt"};
-    upper.opaque_dirs = {"opaque"};
-    LayerSpec top;
-    top.files = {{"top.txt", "top\n"}};
-    return {base, upper, top};
-  }
-
-  TempDir dir_{"evs-it"};
-  std::unique_ptr<LocalRegistry> registry_;
-  ChildProcess evs_;
-  ChildProcess containerd_;
-};
 
 TEST_F(ContainerdWithEvs, APulledImageRunsAndFilesRemovedInUpperLayersStayHidden) {
   std::string ref = PushImage("hiding", HidingImage());
   Pull(ref);
-  std::string out = Run(ref, "c1",
-                        "cat /etc/greeting; echo data:; ls /data; echo opaque:; ls /opaque; "
-                        "test -e /data/gone.txt && echo LEAK-gone; "
-                        "test -e /opaque/old.txt && echo LEAK-old; "
-                        "test -e /opaque/sub && echo LEAK-sub; cat /top.txt");
-  EXPECT_EQ(out, "hello from layer 2\ndata:\nkept.txt\nopaque:\nnew.txt\ntop\n");
+  EXPECT_EQ(Run(ref, "c1", HidingImageScript()), HidingImageOutput());
   // Three layers were converted and are mounted read-only, one per layer.
   EXPECT_EQ(Sh("ls " + Quote(EvsRoot() + "/layers/sha256") + " | wc -l").stdout_data, "3\n");
   EXPECT_EQ(Sh("grep -cE ' " + EvsRoot() + "/m/[0-9]+ ' /proc/self/mountinfo").stdout_data, "3\n");
