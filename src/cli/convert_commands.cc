@@ -3,6 +3,7 @@
 // lazily (issue 6; docs/lazy.md). The library part is lazy/image_converter.h.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -14,13 +15,11 @@
 #include "evs/oci/platform.h"
 #include "evs/oci/reference.h"
 #include "evs/registry/client.h"
-#include "evs/registry/credentials.h"
-#include "evs/registry/hosts.h"
 #include "progress.h"
+#include "registry_flags.h"
 
 namespace evs::cli {
 
-void AddConvertCommands(CLI::App& app, Status* status);
 
 namespace {
 
@@ -31,36 +30,8 @@ struct ConvertFlags {
   int jobs = 2;
   int hash_threads = 1;
   std::string scratch_dir;
-  std::string hosts_dir = "/etc/containerd/certs.d";
-  std::string creds;  // "user:password", for both registries
+  RegistryFlags registry;  // for both registries
 };
-
-// TODO(cli owner): share image_commands.cc's client set-up (docs/requests.md).
-Result<std::unique_ptr<registry::RegistryClient>> NewClient(
-    const ConvertFlags& flags, const std::vector<oci::Reference>& refs) {
-  registry::RegistryOptions options;
-  if (::access(flags.hosts_dir.c_str(), F_OK) == 0) options.hosts_dir = flags.hosts_dir;
-  std::vector<std::shared_ptr<registry::CredentialStore>> stores;
-  if (!flags.creds.empty()) {
-    size_t colon = flags.creds.find(':');
-    if (colon == std::string::npos) return InvalidArgumentError("--creds: expected USER:PASSWORD");
-    auto given = std::make_shared<registry::StaticCredentials>();
-    registry::Credentials c{flags.creds.substr(0, colon), flags.creds.substr(colon + 1), ""};
-    for (const auto& ref : refs) {
-      given->Set(ref.registry, c);
-      auto endpoints = registry::LoadRegistryHosts(options.hosts_dir, ref.registry);
-      if (endpoints.ok()) {
-        for (const auto& e : *endpoints) given->Set(e.host, c);
-      }
-    }
-    stores.push_back(given);
-  }
-  EVS_ASSIGN_OR_RETURN(auto docker, registry::DockerConfigCredentials::Load());
-  stores.push_back(std::shared_ptr<registry::CredentialStore>(std::move(docker)));
-  options.credentials = std::make_shared<registry::ChainedCredentials>(std::move(stores));
-  options.max_connections_per_host = std::max(flags.jobs, 1) * 2 + 2;
-  return registry::RegistryClient::Create(std::move(options));
-}
 
 Status RunConvert(const ConvertFlags& flags) {
   EVS_ASSIGN_OR_RETURN(oci::Reference src, oci::Reference::Parse(flags.src));
@@ -77,7 +48,8 @@ Status RunConvert(const ConvertFlags& flags) {
   options.parallel_layers = flags.jobs;
   options.hash_threads = flags.hash_threads;
   options.scratch_dir = flags.scratch_dir;
-  EVS_ASSIGN_OR_RETURN(auto client, NewClient(flags, {src, dst}));
+  EVS_ASSIGN_OR_RETURN(auto client,
+                       NewRegistryClient(flags.registry, {src, dst}, std::max(flags.jobs, 1) * 2 + 2));
 
   const auto start = std::chrono::steady_clock::now();
   EVS_ASSIGN_OR_RETURN(lazy::ImageConvertResult result,
@@ -127,11 +99,7 @@ void AddConvertCommands(CLI::App& app, Status* status) {
       ->capture_default_str();
   cmd->add_option("--scratch-dir", flags->scratch_dir,
                   "Where layer files are built before upload (default: $TMPDIR or /tmp)");
-  cmd->add_option("--hosts-dir", flags->hosts_dir,
-                  "containerd registry config_path: <dir>/<host>/hosts.toml")
-      ->capture_default_str();
-  cmd->add_option("--creds", flags->creds,
-                  "USER:PASSWORD for both registries (default: ~/.docker/config.json)");
+  AddRegistryFlags(cmd, &flags->registry);
   cmd->callback([flags, status] { *status = RunConvert(*flags); });
 }
 

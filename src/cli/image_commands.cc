@@ -21,56 +21,28 @@
 #include "evs/oci/platform.h"
 #include "evs/oci/reference.h"
 #include "evs/registry/client.h"
-#include "evs/registry/credentials.h"
-#include "evs/registry/hosts.h"
 #include "evs/registry/image.h"
 #include "progress.h"
+#include "registry_flags.h"
 
 namespace evs::cli {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-struct RegistryFlags {
-  std::string hosts_dir = "/etc/containerd/certs.d";
-  std::string creds;  // "user:password"
+// The shared registry flags plus how many blobs move at once.
+struct RegistryJobFlags : RegistryFlags {
   int jobs = 4;
 };
 
-void AddRegistryFlags(CLI::App* cmd, RegistryFlags* flags) {
-  cmd->add_option("--hosts-dir", flags->hosts_dir,
-                  "containerd registry config_path: <dir>/<host>/hosts.toml (mirrors, CAs, "
-                  "skip_verify, plain http)")
-      ->capture_default_str();
-  cmd->add_option("--creds", flags->creds,
-                  "USER:PASSWORD for the registry (default: ~/.docker/config.json and its "
-                  "credential helpers)");
+void AddRegistryJobFlags(CLI::App* cmd, RegistryJobFlags* flags) {
+  AddRegistryFlags(cmd, flags);
   cmd->add_option("-j,--jobs", flags->jobs, "Blobs transferred at once")->capture_default_str();
 }
 
-Result<std::unique_ptr<registry::RegistryClient>> NewClient(const RegistryFlags& flags,
+Result<std::unique_ptr<registry::RegistryClient>> NewClient(const RegistryJobFlags& flags,
                                                             const oci::Reference& ref) {
-  registry::RegistryOptions options;
-  if (::access(flags.hosts_dir.c_str(), F_OK) == 0) options.hosts_dir = flags.hosts_dir;
-  std::vector<std::shared_ptr<registry::CredentialStore>> stores;
-  if (!flags.creds.empty()) {
-    size_t colon = flags.creds.find(':');
-    if (colon == std::string::npos) return InvalidArgumentError("--creds: expected USER:PASSWORD");
-    auto given = std::make_shared<registry::StaticCredentials>();
-    registry::Credentials c{flags.creds.substr(0, colon), flags.creds.substr(colon + 1), ""};
-    given->Set(ref.registry, c);
-    // Also for the endpoint hosts a mirror setup sends us to.
-    auto endpoints = registry::LoadRegistryHosts(options.hosts_dir, ref.registry);
-    if (endpoints.ok()) {
-      for (const auto& e : *endpoints) given->Set(e.host, c);
-    }
-    stores.push_back(given);
-  }
-  EVS_ASSIGN_OR_RETURN(auto docker, registry::DockerConfigCredentials::Load());
-  stores.push_back(std::shared_ptr<registry::CredentialStore>(std::move(docker)));
-  options.credentials = std::make_shared<registry::ChainedCredentials>(std::move(stores));
-  options.max_connections_per_host = std::max(flags.jobs, 1) + 2;
-  return registry::RegistryClient::Create(std::move(options));
+  return NewRegistryClient(flags, {ref}, flags.jobs + 2);
 }
 
 std::string PlatformOf(const oci::Descriptor& d) {
@@ -164,7 +136,7 @@ Status RunParallel(size_t n, int jobs, const std::function<Status(size_t)>& work
 // inspect
 
 struct InspectFlags {
-  RegistryFlags registry;
+  RegistryJobFlags registry;
   std::string ref;
   std::string platform;
 };
@@ -212,7 +184,7 @@ Status RunInspect(const InspectFlags& flags) {
 // pull
 
 struct PullFlags {
-  RegistryFlags registry;
+  RegistryJobFlags registry;
   std::string ref;
   std::string layout_dir;
   std::string platform;
@@ -339,7 +311,7 @@ Status RunPull(const PullFlags& flags) {
 // push
 
 struct PushFlags {
-  RegistryFlags registry;
+  RegistryJobFlags registry;
   std::string layout_dir;
   std::string ref;
   std::string name;
@@ -470,7 +442,7 @@ void AddImageCommands(CLI::App& app, Status* status) {
       ->required();
   inspect_cmd->add_option("--platform", inspect->platform,
                           "os/arch[/variant] whose layers to list (default: this machine's)");
-  AddRegistryFlags(inspect_cmd, &inspect->registry);
+  AddRegistryJobFlags(inspect_cmd, &inspect->registry);
   inspect_cmd->callback([inspect, status] { *status = RunInspect(*inspect); });
 
   auto pull = std::make_shared<PullFlags>();
@@ -483,7 +455,7 @@ void AddImageCommands(CLI::App& app, Status* status) {
                        "os/arch[/variant] to pull from an index (default: this machine's)");
   pull_cmd->add_flag("--all-platforms", pull->all_platforms,
                      "Pull every platform and keep the index");
-  AddRegistryFlags(pull_cmd, &pull->registry);
+  AddRegistryJobFlags(pull_cmd, &pull->registry);
   pull_cmd->callback([pull, status] { *status = RunPull(*pull); });
 
   auto push = std::make_shared<PushFlags>();
@@ -499,7 +471,7 @@ void AddImageCommands(CLI::App& app, Status* status) {
                        "Upload in PATCH chunks of this many bytes (default: one PUT per blob)");
   push_cmd->add_option("--mount-from", push->mount_from,
                        "Repository on the same registry to mount blobs from");
-  AddRegistryFlags(push_cmd, &push->registry);
+  AddRegistryJobFlags(push_cmd, &push->registry);
   push_cmd->callback([push, status] { *status = RunPush(*push); });
 }
 

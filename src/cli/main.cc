@@ -6,12 +6,6 @@
 #include "commands.h"
 #include "evs/common/log.h"
 
-namespace evs::cli {
-// evs image convert (convert_commands.cc): adds `convert` under the `image`
-// subcommand AddImageCommands created.
-void AddConvertCommands(CLI::App& app, Status* status);
-}  // namespace evs::cli
-
 int main(int argc, char** argv) {
   CLI::App app{"evs: EROFS layers with dm-verity for containerd (see README.md)", "evs"};
   app.require_subcommand(1);
