@@ -312,7 +312,7 @@ TEST_F(LazyBlockSourceTest, ACachedBlockThatNoLongerVerifiesIsDroppedAndFetchedA
 }
 
 TEST_F(LazyBlockSourceTest, RegistryDownCachedBlocksReadMissesFailInBoundAndRecover) {
-  auto registry = testing::RestartableRegistry::Start();
+  auto registry = evs::testing::LocalRegistry::Start();
   ASSERT_TRUE(registry.ok()) << registry.status().ToString();
   TempDir scratch;
   auto layer =

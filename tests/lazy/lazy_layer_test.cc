@@ -248,7 +248,7 @@ TEST_F(LazyLayerTest, ATreeThatDoesNotMatchTheRootDigestRefusesTheMount) {
 }
 
 TEST_F(LazyLayerTest, RegistryStoppedMidRunCachedFilesReadOthersFailWithEioThenRecover) {
-  auto registry = testing::RestartableRegistry::Start();
+  auto registry = evs::testing::LocalRegistry::Start();
   ASSERT_TRUE(registry.ok()) << registry.status().ToString();
   TempDir scratch;
   auto remote =
@@ -284,7 +284,7 @@ TEST_F(LazyLayerTest, RegistryStoppedMidRunCachedFilesReadOthersFailWithEioThenR
 }
 
 TEST_F(LazyLayerTest, ACompleteLayerAttachesWithoutTheRegistry) {
-  auto registry = testing::RestartableRegistry::Start();
+  auto registry = evs::testing::LocalRegistry::Start();
   ASSERT_TRUE(registry.ok()) << registry.status().ToString();
   TempDir scratch;
   auto remote =

@@ -163,41 +163,6 @@ Result<PushedImage> PushIndex(registry::RegistryClient& client, const oci::Refer
   return image;
 }
 
-Result<std::unique_ptr<RestartableRegistry>> RestartableRegistry::Start() {
-  if (!evs::testing::HaveProgram("docker-registry")) {
-    return UnavailableError("docker-registry is not installed");
-  }
-  std::unique_ptr<RestartableRegistry> r(new RestartableRegistry());
-  EVS_RETURN_IF_ERROR(MakeDirs(r->dir_.Join("storage")));
-  for (int attempt = 0; attempt < 5; ++attempt) {
-    r->port_ = evs::testing::FreePort();
-    if (r->Launch().ok()) return r;
-  }
-  return UnavailableError("docker-registry did not start");
-}
-
-Status RestartableRegistry::Launch() {
-  const std::string config = dir_.Join("config.yml");
-  EVS_RETURN_IF_ERROR(WriteFileAtomic(
-      config, StrCat("version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n",
-                     "storage:\n  filesystem:\n    rootdirectory: ", dir_.Join("storage"),
-                     "\n  maintenance:\n    uploadpurging:\n      enabled: false\n",
-                     "http:\n  addr: 127.0.0.1:", port_, "\n  secret: evs-test-secret\n")));
-  EVS_ASSIGN_OR_RETURN(process_, evs::testing::ChildProcess::Start(
-                                     {"docker-registry", "serve", config}, dir_.Join("log")));
-  Status st = evs::testing::WaitForPort(port_, std::chrono::milliseconds(10000));
-  if (!st.ok() || !process_.running()) {
-    process_.Stop();
-    return UnavailableError("docker-registry did not start on port ", port_);
-  }
-  return OkStatus();
-}
-
-Status RestartableRegistry::Restart() {
-  process_.Stop();
-  return Launch();
-}
-
 FileMap LazyFiles() {
   FileMap f;
   for (int i = 0; i < 200; ++i) {

@@ -56,25 +56,6 @@ Result<PushedImage> PushIndex(registry::RegistryClient& client, const oci::Refer
                               const std::map<std::string, std::string>& platform_dirs,
                               const std::string& scratch);
 
-// docker-registry on a fixed port and storage directory that can be
-// stopped and started again (LocalRegistry cannot restart; see
-// docs/requests.md).
-class RestartableRegistry {
- public:
-  static Result<std::unique_ptr<RestartableRegistry>> Start();
-  ~RestartableRegistry() { Stop(); }
-  Status Restart();
-  void Stop() { process_.Stop(); }
-  std::string host() const { return "127.0.0.1:" + std::to_string(port_); }
-
- private:
-  RestartableRegistry() : dir_("evs-lazy-registry") {}
-  Status Launch();
-  evs::testing::TempDir dir_;
-  evs::testing::ChildProcess process_;
-  int port_ = 0;
-};
-
 // A layer converted by ConvertImage and pushed, ready to be loaded lazily:
 // LazyFiles() in one layer.
 struct LazyTestLayer {

@@ -247,6 +247,17 @@ Result<std::unique_ptr<LocalRegistry>> LocalRegistry::Start(LocalRegistryOptions
 
 LocalRegistry::~LocalRegistry() { process_.Stop(); }
 
+Status LocalRegistry::Restart() {
+  process_.Stop();
+  EVS_ASSIGN_OR_RETURN(process_, ChildProcess::Start({"docker-registry", "serve",
+                                                      dir_.Join("config.yml")},
+                                                     log_path_));
+  if (WaitForPort(port_, milliseconds(10000)).ok() && process_.running()) return OkStatus();
+  process_.Stop();
+  return UnavailableError("docker-registry did not start again on port ", port_, ": ",
+                          Tail(log_path_));
+}
+
 // ---------------------------------------------------------------------------
 
 Result<std::unique_ptr<FaultProxy>> FaultProxy::Start(const std::string& upstream_host,

@@ -112,6 +112,10 @@ class LocalRegistry {
   const std::string& log_path() const { return log_path_; }
   // Stops the registry now (tests of "registry down"); the storage stays.
   void Stop() { process_.Stop(); }
+  // Starts it again (after Stop(), or stops it first) on the same port, with
+  // the same storage and configuration: "the registry came back".
+  // Unavailable when it does not come up.
+  Status Restart();
 
  private:
   LocalRegistry() : dir_("evs-registry") {}
