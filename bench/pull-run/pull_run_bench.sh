@@ -1,0 +1,272 @@
+#!/bin/bash
+# bench/pull-run: from the start of a pull to the first output of a container
+# (issue 5 point 4; DESIGN.md §8), for one multi-layer image on a local
+# registry, three ways, in one run:
+#
+#   overlayfs  containerd 1.6's own overlayfs snapshotter (the baseline)
+#   evs-unpack evs, containerd downloads and unpacks (convert_on_pull = false)
+#   evs-cop    evs convert-on-pull: evs downloads and converts every layer
+#
+# Every sample is cold (reference/remote-snapshotters.md §3, stargz's
+# hello-bench method): a fresh containerd root and snapshotter root, caches
+# dropped, then `ctr-remote images rpull` (containerd's client pull with
+# unpack: the path the CRI takes, 3 downloads at once) and `ctr run` of
+# `python3 -c 'print("hello")'` until "hello" is printed. The modes alternate
+# RUNS times; medians are printed, with the ratios to overlayfs (target:
+# evs-cop <= 0.7; DESIGN.md §8 aims at 0.15), the CPU time containerd and
+# the daemon spent, and the disk each mode uses (snapshotter root +
+# containerd's content store, allocated bytes).
+#
+# The image is built once from files on this machine into WORK/image: a
+# busybox-static shell and the C libraries Python needs, the Python 3.11
+# runtime, then layers of shared libraries and of /usr/share (IMAGE_MB of
+# them, uncompressed), gzip -6 as registries serve them, plus a top layer
+# that deletes a file and makes a directory opaque.
+#
+# Usage: bench/pull-run/pull_run_bench.sh BUILD_DIR [WORK_DIR]
+# Env:   RUNS (default 3), IMAGE_MB (default 1000), VERITY (evs --verity,
+#        default auto), MODES (default "overlayfs evs-unpack evs-cop"),
+#        REBUILD=1 (build the image again).
+# Needs: root, containerd, ctr, ctr-remote (stargz-snapshotter), runc,
+#        docker-registry, skopeo, python3.11, busybox-static, gzip; ~4 GB in WORK.
+set -euo pipefail
+
+BUILD=${1:?usage: $0 BUILD_DIR [WORK_DIR]}
+BUILD=$(realpath "$BUILD")
+DAEMON="$BUILD/plugin/containerd-evs-grpc"
+WORK=${2:-/var/tmp/evs-pull-run-bench}
+RUNS=${RUNS:-3}
+IMAGE_MB=${IMAGE_MB:-1000}
+VERITY=${VERITY:-auto}
+MODES=${MODES:-"overlayfs evs-unpack evs-cop"}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REGISTRY_SH="$HERE/../../tests/tools/local-registry.sh"
+
+[ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
+[ -x "$DAEMON" ] || { echo "no daemon at $DAEMON (ninja -C $BUILD containerd-evs-grpc)" >&2; exit 1; }
+for p in containerd ctr ctr-remote runc docker-registry skopeo python3.11 gzip tar; do
+  command -v "$p" >/dev/null || { echo "needs $p" >&2; exit 1; }
+done
+[ -x /bin/busybox ] || { echo "needs /bin/busybox (busybox-static)" >&2; exit 1; }
+mkdir -p "$WORK"
+WORK=$(realpath "$WORK")
+S="$WORK/s"  # the sample's scratch directory (short: socket paths)
+
+ctd_pid=""
+evs_pid=""
+stop_world() {
+  if [ -n "$ctd_pid" ]; then
+    kill "$ctd_pid" 2>/dev/null || true
+    while kill -0 "$ctd_pid" 2>/dev/null; do sleep 0.05; done
+    ctd_pid=""
+  fi
+  if [ -n "$evs_pid" ]; then
+    kill "$evs_pid" 2>/dev/null || true
+    while kill -0 "$evs_pid" 2>/dev/null; do sleep 0.05; done
+    evs_pid=""
+  fi
+  # The daemon unmounts what no container uses when it stops; anything
+  # left is detached.
+  grep -o " $S/[^ ]*" /proc/self/mounts 2>/dev/null | sort -r | while read -r m; do
+    umount -l "$m" 2>/dev/null || true
+  done
+  rm -rf "$S"
+}
+cleanup() {
+  stop_world
+  "$REGISTRY_SH" stop "$WORK/registry" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+# ---------------------------------------------------------------- the image
+layout="$WORK/image"
+build_image() {
+  echo "== building the image from this machine's files (IMAGE_MB=$IMAGE_MB)"
+  rm -rf "$layout" "$WORK/layers"
+  mkdir -p "$layout/blobs/sha256" "$WORK/layers"
+  echo '{"imageLayoutVersion":"1.0.0"}' > "$layout/oci-layout"
+  local L="$WORK/layers"
+
+  # 0: a shell and the C libraries python3.11 links (usr-merged layout).
+  local base="$L/base"
+  mkdir -p "$base/usr/bin" "$base/usr/lib/x86_64-linux-gnu" "$base/usr/lib64" "$base/etc" \
+           "$base/tmp" "$base/proc" "$base/sys" "$base/dev"
+  cp /bin/busybox "$base/usr/bin/"
+  for a in sh cat ls echo head rm mkdir; do ln -s busybox "$base/usr/bin/$a"; done
+  ln -s usr/bin "$base/bin"; ln -s usr/lib "$base/lib"; ln -s usr/lib64 "$base/lib64"
+  for lib in $(ldd /usr/bin/python3.11 | grep -o '/[^ ]*' | sort -u); do
+    cp -L "$lib" "$base/usr/lib/x86_64-linux-gnu/"
+  done
+  mv "$base/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" "$base/usr/lib64/"
+  echo "root:x:0:0:root:/root:/bin/sh" > "$base/etc/passwd"
+
+  # 1: the Python runtime (below).
+  # 2..4: bulk, IMAGE_MB in all: shared libraries, then /usr/share.
+  local budget=$((IMAGE_MB * 1000 * 1000))
+  local per=$((budget / 3))
+  # (awk stops early, so sort may get SIGPIPE: hence the "|| true")
+  find /usr/lib/x86_64-linux-gnu -xdev -type f -name '*.so*' -size -40M -printf '%s\t%P\n' \
+    2>/dev/null | sort -t$'\t' -k2 | awk -F'\t' -v per="$per" \
+    '{ if (t + $1 > 2 * per) exit; t += $1; print "usr/lib/x86_64-linux-gnu/" $2 }' \
+    > "$L/libs.all" || true
+  local half=$(( $(wc -l < "$L/libs.all") / 2 ))
+  head -n "$half" "$L/libs.all" > "$L/2.list"
+  tail -n +"$((half + 1))" "$L/libs.all" > "$L/3.list"
+  find /usr/share -xdev -type f -size -8M -printf '%s\t%P\n' 2>/dev/null | sort -t$'\t' -k2 |
+    awk -F'\t' -v per="$per" '{ if (t + $1 > per) exit; t += $1; print "usr/share/" $2 }' \
+    > "$L/4.list" || true
+  # 5: the top layer deletes a file and makes a directory opaque.
+  local top="$L/top"
+  local gone
+  gone=$(head -n1 "$L/2.list")
+  mkdir -p "$top/usr/share/doc" "$top/app" "$top/$(dirname "$gone")"
+  : > "$top/usr/share/doc/.wh..wh..opq"
+  : > "$top/$(dirname "$gone")/.wh.$(basename "$gone")"
+  echo 'print("hello")' > "$top/app/hello.py"
+
+  local layers_json="" diff_ids="" total=0 total_tar=0
+  for i in 0 1 2 3 4 5; do
+    local tar="$L/$i.tar"
+    local opts=(--sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner)
+    case $i in
+      0) tar "${opts[@]}" -C "$base" -cf "$tar" . ;;
+      1) tar "${opts[@]}" --exclude=usr/lib/python3.11/test --exclude='__pycache__' \
+           -C / -cf "$tar" usr/bin/python3.11 usr/lib/python3.11
+         # python3 -> python3.11 in the image
+         mkdir -p "$L/py/usr/bin"; ln -sf python3.11 "$L/py/usr/bin/python3"
+         tar "${opts[@]}" -C "$L/py" -rf "$tar" usr/bin/python3 ;;
+      2|3|4) tar "${opts[@]}" -C / -cf "$tar" --verbatim-files-from -T "$L/$i.list" ;;
+      5) tar "${opts[@]}" -C "$top" -cf "$tar" . ;;
+    esac
+    local diff_id size digest
+    diff_id=$(sha256sum "$tar" | cut -d' ' -f1)
+    total_tar=$((total_tar + $(stat -c %s "$tar")))
+    gzip -n -6 -c "$tar" > "$tar.gz"
+    digest=$(sha256sum "$tar.gz" | cut -d' ' -f1)
+    size=$(stat -c %s "$tar.gz")
+    mv "$tar.gz" "$layout/blobs/sha256/$digest"
+    rm -f "$tar"
+    layers_json+="${layers_json:+,}{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"sha256:$digest\",\"size\":$size}"
+    diff_ids+="${diff_ids:+,}\"sha256:$diff_id\""
+    total=$((total + size))
+  done
+  local config="{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{\"Env\":[\"PATH=/usr/bin:/bin\"],\"Cmd\":[\"/bin/sh\"]},\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[$diff_ids]}}"
+  printf '%s' "$config" > "$WORK/config"
+  local cdigest msize mdigest
+  cdigest=$(sha256sum "$WORK/config" | cut -d' ' -f1)
+  mv "$WORK/config" "$layout/blobs/sha256/$cdigest"
+  local manifest="{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"sha256:$cdigest\",\"size\":${#config}},\"layers\":[$layers_json]}"
+  printf '%s' "$manifest" > "$WORK/manifest"
+  mdigest=$(sha256sum "$WORK/manifest" | cut -d' ' -f1)
+  msize=$(stat -c %s "$WORK/manifest")
+  mv "$WORK/manifest" "$layout/blobs/sha256/$mdigest"
+  echo "{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"sha256:$mdigest\",\"size\":$msize,\"annotations\":{\"org.opencontainers.image.ref.name\":\"v1\"}}]}" > "$layout/index.json"
+  echo "$((total_tar / 1000000)) $((total / 1000000))" > "$layout/sizes"
+  rm -rf "$WORK/layers"
+}
+if [ "${REBUILD:-0}" = 1 ] || [ ! -f "$layout/sizes" ]; then build_image; fi
+read -r tar_mb gz_mb < "$layout/sizes"
+echo "== image: 6 layers, $tar_mb MB uncompressed, $gz_mb MB gzip ($layout)"
+
+host=$("$REGISTRY_SH" start "$WORK/registry")
+ref="$host/bench/pull-run:v1"
+skopeo copy --quiet --dest-tls-verify=false "oci:$layout:v1" "docker://$ref"
+echo "== registry $host; $RUNS cold samples per mode, modes alternating; verity=$VERITY"
+
+# ---------------------------------------------------------------- a sample
+cpu_of() {  # utime+stime of a live process, in seconds
+  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"
+}
+wait_socket() {
+  for _ in $(seq 1 1000); do [ -S "$1" ] && return 0; sleep 0.01; done
+  echo "no socket $1" >&2; return 1
+}
+now() { date +%s%N; }
+
+sample() {  # mode -> prints "total_s pull_s run_s cpu_s disk_bytes"
+  local mode=$1 snap=evs
+  stop_world
+  mkdir -p "$S/ctd"
+  cat > "$S/ctd/config.toml" <<EOF
+version = 2
+root = "$S/ctd/root"
+state = "$S/ctd/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$S/ctd/c.sock"
+[ttrpc]
+  address = "$S/ctd/c.sock.ttrpc"
+[proxy_plugins]
+  [proxy_plugins.evs]
+    type = "snapshot"
+    address = "$S/evs.sock"
+EOF
+  case $mode in
+    overlayfs) snap=overlayfs ;;
+    evs-unpack|evs-cop)
+      local cop=true
+      [ "$mode" = evs-unpack ] && cop=false
+      "$DAEMON" --config /dev/null --root "$S/evs" --address "$S/evs.sock" --verity "$VERITY" \
+        --registry-config-path "" --convert-on-pull "$cop" > "$S/evs.log" 2>&1 &
+      evs_pid=$!
+      wait_socket "$S/evs.sock" ;;
+  esac
+  containerd --config "$S/ctd/config.toml" > "$S/ctd.log" 2>&1 &
+  ctd_pid=$!
+  wait_socket "$S/ctd/c.sock"
+  local ctr="ctr --address $S/ctd/c.sock --namespace bench"
+  sync
+  echo 3 > /proc/sys/vm/drop_caches
+
+  local t0 t1 t2 out
+  t0=$(now)
+  ctr-remote --address "$S/ctd/c.sock" --namespace bench images rpull --plain-http \
+    --snapshotter "$snap" "$ref" > "$S/pull.log" 2>&1 || { cat "$S/pull.log" >&2; return 1; }
+  t1=$(now)
+  out=$($ctr run --rm --snapshotter "$snap" "$ref" hello /usr/bin/python3 -c 'print("hello")' | head -n1)
+  t2=$(now)
+  [ "$out" = hello ] || { echo "$mode: container printed '$out'" >&2; return 1; }
+
+  local cpu disk snaproot
+  cpu=$(cpu_of "$ctd_pid")
+  [ -n "$evs_pid" ] && cpu=$(awk -v a="$cpu" -v b="$(cpu_of "$evs_pid")" 'BEGIN { print a + b }')
+  if [ "$snap" = overlayfs ]; then
+    snaproot="$S/ctd/root/io.containerd.snapshotter.v1.overlayfs"
+  else
+    snaproot="$S/evs"
+  fi
+  # -x: not into the layer mounts under evs/m.
+  disk=$(du -sx --block-size=1 "$snaproot" "$S/ctd/root/io.containerd.content.v1.content" |
+         awk '{ t += $1 } END { print t }')
+  awk -v a="$t0" -v b="$t1" -v c="$t2" -v cpu="$cpu" -v d="$disk" \
+    'BEGIN { printf "%.3f %.3f %.3f %s %d\n", (c - a) / 1e9, (b - a) / 1e9, (c - b) / 1e9, cpu, d }'
+}
+
+declare -A results
+for run in $(seq 1 "$RUNS"); do
+  for mode in $MODES; do
+    r=$(sample "$mode")
+    results[$mode]+="$r"$'\n'
+    read -r total pull runs cpu disk <<< "$r"
+    printf '   run %d %-10s total %7.2f s (pull %6.2f, run %5.2f)  cpu %6.2f s  disk %5d MB\n' \
+      "$run" "$mode" "$total" "$pull" "$runs" "$cpu" $((disk / 1000000))
+  done
+done
+stop_world
+
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+col() { printf '%s' "${results[$1]}" | awk -v c="$2" 'NF { print $c }' | median; }
+echo
+echo "== pull start to first output, median of $RUNS cold runs ($tar_mb MB image, $gz_mb MB gzip)"
+base=""
+for mode in $MODES; do
+  t=$(col "$mode" 1); p=$(col "$mode" 2); r=$(col "$mode" 3); c=$(col "$mode" 4); d=$(col "$mode" 5)
+  [ -z "$base" ] && base=$t
+  awk -v m="$mode" -v t="$t" -v p="$p" -v r="$r" -v c="$c" -v d="$d" -v b="$base" 'BEGIN {
+    printf "%-10s %7.2f s  (pull %6.2f + run %5.2f)  %5.2f x overlayfs  cpu %6.2f s  disk %6d MB\n",
+           m, t, p, r, t / b, c, d / 1e6 }'
+done
+if [[ " $MODES " == *" overlayfs "* && " $MODES " == *" evs-cop "* ]]; then
+  awk -v a="$(col evs-cop 1)" -v b="$(col overlayfs 1)" 'BEGIN {
+    printf "ratio evs-cop / overlayfs: %.2f (target <= 0.70)\n", a / b }'
+fi
