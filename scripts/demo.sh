@@ -1,43 +1,218 @@
 #!/bin/bash
-# The main job, as root on Debian 12: installs what it needs, builds evs, and
-# shows it working on this machine. Today: builds a sample layer tarball from
-# files on this machine, converts it to EROFS with its dm-verity tree, mounts
-# it, lists a few paths and prints the conversion throughput.
+# The main job, as root on a fresh Debian 12 machine: installs what evs needs,
+# builds it, and shows the snapshotter working with containerd, end to end,
+# in a scratch directory that is removed on exit (even on failure or ^C):
+#
+#   1. a local docker-registry, containerd 1.6 (its own config, socket, root
+#      and state; a proxy_plugins block naming evs) and containerd-evs-grpc;
+#   2. a sample multi-layer image (busybox shell, a data layer, an upper
+#      layer that deletes a file and makes a directory opaque), pushed;
+#   3. the unpack path: `ctr images pull --snapshotter evs` (containerd
+#      downloads and unpacks, evs turns each layer into EROFS + dm-verity
+#      tree on commit), then `ctr run`;
+#   4. convert-on-pull: `ctr-remote images rpull` (the labels the CRI also
+#      sends): evs downloads and converts every layer itself, containerd
+#      downloads none — the registry's access log and containerd's content
+#      store show it — then `ctr run`;
+#   5. lazy pull of the image converted with `evs image convert`, when the
+#      daemon supports it (DESIGN.md §1; docs/snapshotter.md).
+#
+# Prints what happened and how long each step took. EVS_BUILD_DIR overrides
+# the build directory ($ROOT/build).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${EVS_BUILD_DIR:-$ROOT/build}"
-if [ "$(id -u)" != 0 ]; then echo "demo.sh: run as root (it mounts filesystems)" >&2; exit 1; fi
+if [ "$(id -u)" != 0 ]; then echo "demo.sh: run as root (containerd, mounts)" >&2; exit 1; fi
 
-echo "== installing Debian packages and building evs"
-"$ROOT/scripts/install-deps.sh"
-cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-ninja -C "$BUILD" evs >/dev/null
+now() { date +%s%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b - a) / 1e9 }'; }
+declare -a SUMMARY=()
+# step NAME COMMAND...: runs it, prints and records how long it took.
+step() {
+  local name=$1
+  shift
+  local t0 t1
+  t0=$(now)
+  "$@"
+  t1=$(now)
+  SUMMARY+=("$(printf '%-58s %7s s' "$name" "$(secs "$t0" "$t1")")")
+  printf '   (%s s)\n' "$(secs "$t0" "$t1")"
+}
+
+echo "== 0. installing Debian packages (scripts/install-deps.sh) and building evs"
+build() {
+  "$ROOT/scripts/install-deps.sh"
+  cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+  ninja -C "$BUILD" containerd-evs-grpc evs-verify-layer evs >/dev/null
+}
+step "install dependencies and build" build
+DAEMON="$BUILD/plugin/containerd-evs-grpc"
 EVS="$BUILD/src/cli/evs"
 
 WORK="$(mktemp -d /tmp/evs-demo.XXXXXX)"
-cleanup() { umount "$WORK/mnt" 2>/dev/null || true; rm -rf "$WORK"; }
+registry_pid="" evs_pid="" ctd_pid=""
+stop() {  # pid: SIGTERM, then wait for it
+  [ -n "$1" ] || return 0
+  kill "$1" 2>/dev/null || return 0
+  for _ in $(seq 1 200); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.05; done
+  kill -KILL "$1" 2>/dev/null || true
+}
+cleanup() {
+  local status=$?
+  set +e
+  if [ -n "$ctd_pid" ]; then
+    for ns in unpack pull lazy; do
+      ctr --address "$WORK/ctd/c.sock" -n "$ns" task ls -q 2>/dev/null |
+        xargs -r -n1 ctr --address "$WORK/ctd/c.sock" -n "$ns" task kill -s KILL >/dev/null 2>&1
+    done
+  fi
+  stop "$ctd_pid"
+  stop "$evs_pid"
+  stop "$registry_pid"
+  # Whatever is still mounted under the scratch directory, innermost first.
+  grep -o " $WORK/[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m"; done
+  rm -rf "$WORK"
+  if [ "$status" != 0 ]; then
+    echo "demo.sh: failed (exit $status); everything it started is stopped and removed" >&2
+  fi
+}
 trap cleanup EXIT
+trap 'exit 130' INT TERM
+wait_socket() {
+  for _ in $(seq 1 1000); do [ -S "$1" ] && return 0; sleep 0.01; done
+  echo "demo.sh: $1 did not appear; see $2" >&2
+  tail -n 20 "$2" >&2
+  return 1
+}
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 40000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+}
 
-echo "== building a sample layer from /usr/share and /usr/lib/python3*"
-tar -C / -cf - usr/share/doc usr/share/man usr/bin 2>/dev/null | gzip -1 > "$WORK/layer.tar.gz"
-size=$(stat -c %s "$WORK/layer.tar.gz")
-usize=$(gzip -dc "$WORK/layer.tar.gz" | wc -c)
-echo "   layer.tar.gz: $((size / 1000000)) MB compressed, $((usize / 1000000)) MB uncompressed"
+echo "== 1. starting docker-registry, containerd-evs-grpc and containerd in $WORK"
+start_world() {
+  local port
+  port=$(free_port)
+  mkdir -p "$WORK/registry" "$WORK/ctd"
+  cat > "$WORK/registry/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: false
+storage:
+  filesystem:
+    rootdirectory: $WORK/registry/storage
+http:
+  addr: 127.0.0.1:$port
+EOF
+  docker-registry serve "$WORK/registry/config.yml" > "$WORK/registry/access.log" 2>&1 &
+  registry_pid=$!
+  HOST="127.0.0.1:$port"
+  for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.02; done
 
-echo "== evs layer convert --verity layer.tar.gz layer.erofs"
-t0=$(date +%s.%N)
-"$EVS" layer convert --verity "$WORK/layer.tar.gz" "$WORK/layer.erofs" | tail -1 > "$WORK/root"
-t1=$(date +%s.%N)
-secs=$(echo "$t1 - $t0" | bc -l)
-printf "   converted in %.2f s: %.0f MB/s of tar; root digest %s\n" "$secs" "$(echo "$usize / 1000000 / $secs" | bc -l)" "$(cat "$WORK/root")"
+  # evs: its own root and socket; registry credentials from
+  # ~/.docker/config.json, mirrors from hosts.toml (none here: a localhost
+  # registry is plain http).
+  "$DAEMON" --config /dev/null --root "$WORK/evs" --address "$WORK/evs.sock" \
+    --registry-config-path "" > "$WORK/evs.log" 2>&1 &
+  evs_pid=$!
+  wait_socket "$WORK/evs.sock" "$WORK/evs.log"
 
-echo "== evs verity verify (whole image against its root digest)"
-"$EVS" verity verify "$WORK/layer.erofs" --root-digest "$(cat "$WORK/root")"
+  cat > "$WORK/ctd/config.toml" <<EOF
+version = 2
+root = "$WORK/ctd/root"
+state = "$WORK/ctd/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$WORK/ctd/c.sock"
+[ttrpc]
+  address = "$WORK/ctd/c.sock.ttrpc"
+[proxy_plugins]
+  [proxy_plugins.evs]
+    type = "snapshot"
+    address = "$WORK/evs.sock"
+EOF
+  containerd --config "$WORK/ctd/config.toml" > "$WORK/containerd.log" 2>&1 &
+  ctd_pid=$!
+  wait_socket "$WORK/ctd/c.sock" "$WORK/containerd.log"
+  echo "   registry $HOST, evs $WORK/evs.sock ($(grep -o 'verity=[a-z]*' "$WORK/evs.log" | tail -1)), containerd $WORK/ctd/c.sock"
+}
+step "start registry, evs, containerd" start_world
+CTR="ctr --address $WORK/ctd/c.sock"
 
-echo "== mount -t erofs (file-backed) and list a few paths"
-mkdir -p "$WORK/mnt"
-mount -t erofs -o ro "$WORK/layer.erofs" "$WORK/mnt"
-ls -la "$WORK/mnt/usr/bin" | head -8
-echo "   files in image: $(find "$WORK/mnt" -type f | wc -l); same as tar: $(gzip -dc "$WORK/layer.tar.gz" | tar -t | grep -vc '/$')"
-diff -r "$WORK/mnt/usr/share/doc" /usr/share/doc >/dev/null && echo "   /usr/share/doc in the image is identical to the original"
+echo "== 2. building a sample image (3 layers) and pushing it"
+build_image() {
+  local b="$WORK/image"
+  mkdir -p "$b/l0/bin" "$b/l0/etc" "$b/l0/data" "$b/l0/opaque" "$b/l1/data" "$b/l1/opaque" \
+           "$b/l2/etc" "$b/l2/etc/share"
+  cp /bin/busybox "$b/l0/bin/"
+  for a in sh cat ls echo find wc du head; do ln -s busybox "$b/l0/bin/$a"; done
+  echo "layer 0" > "$b/l0/etc/motd"
+  echo "deleted in layer 1" > "$b/l0/data/gone.txt"
+  echo "kept" > "$b/l0/data/kept.txt"
+  echo "hidden by layer 1" > "$b/l0/opaque/old.txt"
+  # layer 1: some bulk (this machine's documentation), a whiteout, an
+  # opaque directory.
+  tar -C /usr/share -cf - doc 2>/dev/null | tar -C "$b/l1/data" -xf -
+  : > "$b/l1/data/.wh.gone.txt"
+  : > "$b/l1/opaque/.wh..wh..opq"
+  echo "new in layer 1" > "$b/l1/opaque/new.txt"
+  echo "hello from evs" > "$b/l2/etc/motd"
+  umoci init --layout "$b/oci" && umoci new --image "$b/oci:v1"
+  for i in 0 1 2; do
+    tar --numeric-owner --owner=0 --group=0 -C "$b/l$i" -cf "$b/l$i.tar" .
+    umoci raw add-layer --image "$b/oci:v1" "$b/l$i.tar"
+  done
+  umoci config --image "$b/oci:v1" --config.cmd /bin/sh
+  skopeo copy --quiet --dest-tls-verify=false "oci:$b/oci:v1" "docker://$HOST/demo/app:v1"
+  IMAGE="$HOST/demo/app:v1"
+  LAYERS=$(skopeo inspect --raw --tls-verify=false "docker://$IMAGE" | grep -o 'sha256:[0-9a-f]\{64\}' | tail -n 3)
+  echo "   pushed $IMAGE: $(du -sh "$b/oci/blobs" | cut -f1) of blobs"
+}
+step "build and push the sample image" build_image
+SCRIPT='cat /etc/motd; echo "/data: $(ls /data | tr "\n" " ")"; echo "/opaque: $(ls /opaque)"; test -e /data/gone.txt && echo LEAK; echo "files: $(find / -xdev -type f | wc -l)"'
+
+echo "== 3. unpack path: ctr images pull --snapshotter evs (containerd downloads and unpacks)"
+pull_unpack() { $CTR -n unpack images pull --plain-http --snapshotter evs "$IMAGE" >/dev/null; }
+step "ctr images pull --snapshotter evs" pull_unpack
+echo "   evs stored $(ls "$WORK/evs/layers/sha256" | wc -l) layers as EROFS + dm-verity tree:"
+du -sh "$WORK"/evs/layers/sha256/*/layer.erofs | sed "s|$WORK/||; s/^/     /"
+echo "   ctr run:"
+step "ctr run (unpack path)" $CTR -n unpack run --rm --snapshotter evs "$IMAGE" demo1 /bin/sh -c "$SCRIPT"
+$CTR -n unpack images rm --sync "$IMAGE" >/dev/null
+echo "   image removed; evs layers left: $(ls "$WORK/evs/layers/sha256" | wc -l)"
+
+echo "== 4. convert-on-pull: ctr-remote images rpull (evs downloads and converts every layer)"
+rpull() {
+  ctr-remote --address "$WORK/ctd/c.sock" -n pull images rpull --plain-http --snapshotter evs \
+    "$IMAGE" >/dev/null
+}
+log_before=$(wc -l < "$WORK/registry/access.log")
+step "ctr-remote images rpull --snapshotter evs" rpull
+grep -E "layer converted|layer prepared remotely" "$WORK/evs.log" |
+  sed -E 's/.*(layer converted|layer prepared remotely).* (layer=sha256:[0-9a-f]{12})[0-9a-f]*.* (ms=[0-9]+).*/     \1 \2… \3/'
+content=$($CTR -n pull content ls -q)
+fetched_by_containerd=0
+for l in $LAYERS; do
+  case "$content" in *"$l"*) fetched_by_containerd=$((fetched_by_containerd + 1)) ;; esac
+done
+echo "   layer blobs in containerd's content store: $fetched_by_containerd of 3"
+echo "   layer blob downloads during the rpull (registry access log), by user agent:"
+for l in $LAYERS; do
+  tail -n +"$((log_before + 1))" "$WORK/registry/access.log" | grep "GET /v2/demo/app/blobs/$l" |
+    grep -o '"[^"]*"$' | sort | uniq -c | sed "s/^ */     ${l:0:19}… /"
+done
+echo "   ctr run:"
+step "ctr run (convert-on-pull)" $CTR -n pull run --rm --snapshotter evs "$IMAGE" demo2 /bin/sh -c "$SCRIPT"
+
+echo "== 5. lazy pull"
+echo "   not wired into the daemon yet (docs/snapshotter.md, 'Not yet')"
+
+echo
+echo "== summary (this machine: $(nproc) CPUs)"
+printf '   %s\n' "${SUMMARY[@]}"
