@@ -24,7 +24,7 @@
 # that deletes a file and makes a directory opaque.
 #
 # Usage: bench/pull-run/pull_run_bench.sh BUILD_DIR [WORK_DIR]
-# Env:   RUNS (default 3), IMAGE_MB (default 1000), VERITY (evs --verity,
+# Env:   RUNS (default 3), IMAGE_MB (default 1300: ~1 GB, ~330 MB gzip), VERITY (evs --verity,
 #        default auto), MODES (default "overlayfs evs-unpack evs-cop"),
 #        REBUILD=1 (build the image again).
 # Needs: root, containerd, ctr, ctr-remote (stargz-snapshotter), runc,
@@ -36,7 +36,7 @@ BUILD=$(realpath "$BUILD")
 DAEMON="$BUILD/plugin/containerd-evs-grpc"
 WORK=${2:-/var/tmp/evs-pull-run-bench}
 RUNS=${RUNS:-3}
-IMAGE_MB=${IMAGE_MB:-1000}
+IMAGE_MB=${IMAGE_MB:-1300}
 VERITY=${VERITY:-auto}
 MODES=${MODES:-"overlayfs evs-unpack evs-cop"}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -161,11 +161,12 @@ build_image() {
   msize=$(stat -c %s "$WORK/manifest")
   mv "$WORK/manifest" "$layout/blobs/sha256/$mdigest"
   echo "{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"sha256:$mdigest\",\"size\":$msize,\"annotations\":{\"org.opencontainers.image.ref.name\":\"v1\"}}]}" > "$layout/index.json"
-  echo "$((total_tar / 1000000)) $((total / 1000000))" > "$layout/sizes"
+  echo "$((total_tar / 1000000)) $((total / 1000000)) $IMAGE_MB" > "$layout/sizes"
   rm -rf "$WORK/layers"
 }
-if [ "${REBUILD:-0}" = 1 ] || [ ! -f "$layout/sizes" ]; then build_image; fi
-read -r tar_mb gz_mb < "$layout/sizes"
+built_mb=$(awk '{ print $3 }' "$layout/sizes" 2>/dev/null || true)
+if [ "${REBUILD:-0}" = 1 ] || [ "$built_mb" != "$IMAGE_MB" ]; then build_image; fi
+read -r tar_mb gz_mb _ < "$layout/sizes"
 echo "== image: 6 layers, $tar_mb MB uncompressed, $gz_mb MB gzip ($layout)"
 
 host=$("$REGISTRY_SH" start "$WORK/registry")
@@ -235,9 +236,10 @@ EOF
   else
     snaproot="$S/evs"
   fi
-  # -x: not into the layer mounts under evs/m.
-  disk=$(du -sx --block-size=1 "$snaproot" "$S/ctd/root/io.containerd.content.v1.content" |
-         awk '{ t += $1 } END { print t }')
+  # -x: not into the layer mounts under evs/m. (containerd may be removing
+  # the container's snapshot meanwhile: du's complaints about it are noise.)
+  disk=$({ du -sx --block-size=1 "$snaproot" "$S/ctd/root/io.containerd.content.v1.content" \
+           2>/dev/null || true; } | awk '{ t += $1 } END { print t }')
   awk -v a="$t0" -v b="$t1" -v c="$t2" -v cpu="$cpu" -v d="$disk" \
     'BEGIN { printf "%.3f %.3f %.3f %s %d\n", (c - a) / 1e9, (b - a) / 1e9, (c - b) / 1e9, cpu, d }'
 }
