@@ -21,6 +21,7 @@
 #include "evs/common/digest.h"
 #include "evs/common/file.h"
 #include "evs/common/log.h"
+#include "evs/lazy/lazy_layer_process.h"
 #include "evs/snapshot/verified_layer_process.h"
 #include "evs/verity/dm_verity.h"
 #include "evs/verity/format.h"
@@ -257,25 +258,30 @@ std::string LayerMounter::VerifiedFilePath(int64_t layer_id) const {
   return JoinPath(mount_dir_, StrCat(layer_id, ".verity"));
 }
 
-Status LayerMounter::Mount(const LayerRecord& layer, const std::string& image_path) {
+bool LayerMounter::StillMounted(const LayerRecord& layer) {
   auto existing = mounts_.find(layer.id);
-  if (existing != mounts_.end()) {
-    Mounted& m = existing->second;
-    if (m.verifier <= 0 || !m.verifier_fd.valid() || !WaitExit(m.verifier_fd.get(), 0)) {
-      return OkStatus();
-    }
-    // Its verifier process is gone, so reads of the layer fail: mount it
-    // again for whoever asks next.
-    EVS_LOG(kError) << "verifier process of a layer exited; mounting the layer again"
-                    << Kv("layer", layer.digest) << Kv("pid", m.verifier);
-    ::waitpid(m.verifier, nullptr, WNOHANG);
-    m.Release();
-    mounts_.erase(existing);
+  if (existing == mounts_.end()) return false;
+  Mounted& m = existing->second;
+  if (m.verifier <= 0 || !m.verifier_fd.valid() || !WaitExit(m.verifier_fd.get(), 0)) {
+    return true;
   }
+  // Its serving process is gone, so reads of the layer fail: mount it again
+  // for whoever asks next.
+  EVS_LOG(kError) << "the verifier process of a layer exited; mounting the layer again"
+                  << Kv("layer", layer.digest) << Kv("pid", m.verifier);
+  ::waitpid(m.verifier, nullptr, WNOHANG);
+  m.Release();
+  mounts_.erase(existing);
+  return false;
+}
+
+Status LayerMounter::Mount(const LayerRecord& layer, const std::string& image_path) {
+  if (StillMounted(layer)) return OkStatus();
   std::string target = MountPath(layer.id);
   Mounted mounted;
   mounted.target = target;
-  if (Adopt(layer.id, &mounted)) {
+  if (verity_ == VerityMode::kUserspace &&
+      Adopt(layer.id, kServeVerifiedLayerCommand, VerifiedFilePath(layer.id), &mounted)) {
     EVS_LOG(kInfo) << "adopted a layer its verifier process still serves"
                    << Kv("layer", layer.digest) << Kv("pid", mounted.verifier);
     mounts_[layer.id] = std::move(mounted);
@@ -324,6 +330,44 @@ Status LayerMounter::Mount(const LayerRecord& layer, const std::string& image_pa
   if (::stat(target.c_str(), &st) == 0) {
     mounted.device = StrCat(major(st.st_dev), ":", minor(st.st_dev));
   }
+  mounts_[layer.id] = std::move(mounted);
+  return OkStatus();
+}
+
+Status LayerMounter::MountLazy(const LayerRecord& layer, const lazy::LazyLayerArgs& args) {
+  if (StillMounted(layer)) return OkStatus();
+  if (verifier_command_.empty()) {
+    return UnimplementedError("layer ", layer.digest,
+                              ": lazy layers are served by a process of their own, and no "
+                              "command to start one is configured");
+  }
+  std::string target = MountPath(layer.id);
+  Mounted mounted;
+  mounted.target = target;
+  // lazy/lazy_layer.cc keeps its FUSE file in the cache directory.
+  if (Adopt(layer.id, lazy::kServeLazyLayerCommand, JoinPath(args.cache_dir, "fuse"), &mounted)) {
+    EVS_LOG(kInfo) << "adopted a lazy layer its process still serves" << Kv("layer", layer.digest)
+                   << Kv("pid", mounted.verifier);
+    mounts_[layer.id] = std::move(mounted);
+    return OkStatus();
+  }
+  EVS_RETURN_IF_ERROR(ClearStale(layer.id));
+  if (::mkdir(target.c_str(), 0755) != 0 && errno != EEXIST) {
+    return ErrnoError(errno, StrCat("layer ", layer.digest, ": mkdir ", target));
+  }
+  lazy::LazyLayerArgs serve = args;
+  serve.target = target;
+  Status status = StartServer(layer.id, lazy::LazyLayerArgv(serve), &mounted);
+  if (!status.ok()) {
+    ::rmdir(target.c_str());
+    return status.Annotate(StrCat("lazy layer ", layer.digest));
+  }
+  struct stat st;
+  if (::stat(target.c_str(), &st) == 0) {
+    mounted.device = StrCat(major(st.st_dev), ":", minor(st.st_dev));
+  }
+  EVS_LOG(kInfo) << "lazy layer mounted" << Kv("layer", layer.digest)
+                 << Kv("repository", layer.lazy_repository) << Kv("pid", mounted.verifier);
   mounts_[layer.id] = std::move(mounted);
   return OkStatus();
 }
@@ -435,8 +479,13 @@ Status LayerMounter::MountWithVerifierProcess(const LayerRecord& layer,
   args.target = MountPath(layer.id);
   args.name = StrCat("layer ", layer.digest);
   args.threads = threads_;
+  return StartServer(layer.id, VerifiedLayerArgv(args), mounted);
+}
+
+Status LayerMounter::StartServer(int64_t layer_id, const std::vector<std::string>& args,
+                                 Mounted* mounted) {
   std::vector<std::string> argv = verifier_command_;
-  for (std::string& a : VerifiedLayerArgv(args)) argv.push_back(std::move(a));
+  argv.insert(argv.end(), args.begin(), args.end());
 
   int pipe_fds[2];
   if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return ErrnoError(errno, "pipe for the verifier");
@@ -469,33 +518,35 @@ Status LayerMounter::MountWithVerifierProcess(const LayerRecord& layer,
     ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);
     while (!status.empty() && status.back() == '\n') status.pop_back();
-    return InternalError("verifier process: ", status.empty() ? "exited without a status" : status);
+    return InternalError(args.empty() ? "" : args[0],
+                         " process: ", status.empty() ? "exited without a status" : status);
   }
   mounted->verifier = pid;
   mounted->verifier_fd = PidFd(pid);
-  (void)WriteFileAtomic(PidFilePath(layer.id), StrCat(pid, "\n"));
+  (void)WriteFileAtomic(PidFilePath(layer_id), StrCat(pid, "\n"));
   return OkStatus();
 }
 
-bool LayerMounter::Adopt(int64_t layer_id, Mounted* mounted) {
-  if (verity_ != VerityMode::kUserspace || verifier_command_.empty()) return false;
+bool LayerMounter::Adopt(int64_t layer_id, std::string_view command, const std::string& fuse_file,
+                         Mounted* mounted) {
+  if (verifier_command_.empty()) return false;
   std::string target = MountPath(layer_id);
   if (!IsMountPoint(target)) return false;
   auto text = ReadFileToString(PidFilePath(layer_id), 64);
   if (!text.ok()) return false;
   pid_t pid = static_cast<pid_t>(std::atoi(text->c_str()));
   if (pid <= 1) return false;
-  // The process must be a verifier serving this very mount point.
+  // The process must be a server of that kind serving this very mount point.
   auto cmdline = ReadFileToString(StrCat("/proc/", pid, "/cmdline"), 1 << 16);
   if (!cmdline.ok()) return false;
-  std::string want = std::string(kServeVerifiedLayerCommand) + '\0';
+  std::string want = std::string(command) + '\0';
   if (cmdline->find(want) == std::string::npos ||
       cmdline->find('\0' + target + '\0') == std::string::npos) {
     return false;
   }
   // Its FUSE connection must be alive: a dead one answers ENOTCONN.
   struct stat st;
-  if (::stat(VerifiedFilePath(layer_id).c_str(), &st) != 0) return false;
+  if (::stat(fuse_file.c_str(), &st) != 0) return false;
   UniqueFd pidfd = PidFd(pid);
   if (!pidfd.valid()) return false;
   if (::stat(target.c_str(), &st) == 0) {
@@ -531,8 +582,12 @@ Result<int> LayerMounter::RemoveStale() {
   for (const std::string& n : names) {
     char* end = nullptr;
     long long id = std::strtoll(n.c_str(), &end, 10);
+    // m/<id>, m/<id>.verity and m/<id>.pid belong to layer <id>: kept while
+    // it is mounted (an adopted process's pid file included, or the next
+    // start could not adopt it).
     bool ours =
-        end != nullptr && end != n.c_str() && (*end == '\0' || std::string_view(end) == ".verity");
+        end != nullptr && end != n.c_str() &&
+        (*end == '\0' || std::string_view(end) == ".verity" || std::string_view(end) == ".pid");
     if (ours && IsMounted(id)) continue;
     std::string path = JoinPath(mount_dir_, n);
     if (ours && std::string_view(end) == ".pid") {
@@ -541,9 +596,11 @@ Result<int> LayerMounter::RemoveStale() {
       auto text = ReadFileToString(path, 64);
       pid_t pid = text.ok() ? static_cast<pid_t>(std::atoi(text->c_str())) : 0;
       auto cmdline = ReadFileToString(StrCat("/proc/", pid, "/cmdline"), 1 << 16);
-      if (pid > 1 && cmdline.ok() &&
-          cmdline->find(std::string(kServeVerifiedLayerCommand) + '\0') != std::string::npos &&
-          cmdline->find('\0' + MountPath(id) + '\0') != std::string::npos) {
+      bool server =
+          cmdline.ok() &&
+          (cmdline->find(std::string(kServeVerifiedLayerCommand) + '\0') != std::string::npos ||
+           cmdline->find(std::string(lazy::kServeLazyLayerCommand) + '\0') != std::string::npos);
+      if (pid > 1 && server && cmdline->find('\0' + MountPath(id) + '\0') != std::string::npos) {
         ::kill(pid, SIGTERM);
         UniqueFd pidfd = PidFd(pid);
         if (pidfd.valid()) WaitExit(pidfd.get(), 10000);

@@ -31,6 +31,10 @@
 #include "evs/common/status.h"
 #include "evs/snapshot/metadata_store.h"
 
+namespace evs::lazy {
+struct LazyLayerArgs;
+}  // namespace evs::lazy
+
 namespace evs::verity {
 class DeviceMapper;
 class DmVerityDevices;
@@ -90,6 +94,18 @@ class LayerMounter {
   // digest and path. Costs one mount(2) (plus a loop device or verification
   // setup); nothing when already mounted.
   Status Mount(const LayerRecord& layer, const std::string& image_path);
+  // Mounts a lazy layer (DESIGN.md §1 "lazy") read-only at
+  // MountPath(layer.id): EROFS over a FUSE file whose missing blocks are
+  // fetched from the registry and verified against the tree
+  // (lazy/lazy_layer.h), served by a `serve-lazy-layer` process of its own
+  // (lazy/lazy_layer_process.h) that outlives a daemon restart and is
+  // adopted by the next daemon, as verifier processes are. Whatever the
+  // verity mode, every block is verified. Needs the verifier command
+  // (Unimplemented without). Like Mount(), nothing when already mounted and
+  // working. Blocks for the hash tree fetch when the cache lacks it; errors
+  // (the registry's, DataLoss for a tree that does not match) name the
+  // layer.
+  Status MountLazy(const LayerRecord& layer, const lazy::LazyLayerArgs& args);
   bool IsMounted(int64_t layer_id) const { return mounts_.count(layer_id) != 0; }
   size_t mounted() const { return mounts_.size(); }
   // Unmounts and removes the mount point; not mounted is OK. A running
@@ -138,9 +154,17 @@ class LayerMounter {
   };
   Status MountWithVerifierProcess(const LayerRecord& layer, const std::string& image_path,
                                   uint64_t hash_offset, const Digest& root, Mounted* mounted);
-  // Takes over m/<id> when a live verifier process from an earlier daemon
-  // still serves it; false when there is nothing to adopt.
-  bool Adopt(int64_t layer_id, Mounted* mounted);
+  // Starts `verifier_command… args…`, reads its status line from fd 3 and
+  // records its pid in PidFilePath(layer_id).
+  Status StartServer(int64_t layer_id, const std::vector<std::string>& args, Mounted* mounted);
+  // True (and `mounted` filled) when mounts_ holds a working mount of the
+  // layer; a mount whose serving process died is forgotten.
+  bool StillMounted(const LayerRecord& layer);
+  // Takes over m/<id> when a live process from an earlier daemon (command
+  // word `command`, FUSE file `fuse_file`) still serves it; false when there
+  // is nothing to adopt.
+  bool Adopt(int64_t layer_id, std::string_view command, const std::string& fuse_file,
+             Mounted* mounted);
   // Unmounts whatever an earlier daemon left at m/<id> and m/<id>.verity.
   Status ClearStale(int64_t layer_id);
   std::string PidFilePath(int64_t layer_id) const;
