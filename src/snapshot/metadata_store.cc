@@ -58,6 +58,11 @@ ALTER TABLE layers ADD COLUMN hash_type INTEGER NOT NULL DEFAULT 1;
     R"sql(
 ALTER TABLE layers ADD COLUMN diff_id TEXT NOT NULL DEFAULT '';
 )sql",
+    // 3 -> 4: lazy layers (DESIGN.md §1): the repository their blob is
+    // fetched from on demand; empty for layers stored in full.
+    R"sql(
+ALTER TABLE layers ADD COLUMN lazy_repository TEXT NOT NULL DEFAULT '';
+)sql",
 };
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
@@ -67,8 +72,8 @@ constexpr const char* kSnapshotColumns =
 
 constexpr const char* kLayerColumns =
     "id, digest, file_size, image_size, block_size, root_digest, salt, hash_offset, "
-    "hash_algorithm, usage_size, usage_inodes, created_ns, hash_block_size, hash_type, diff_id "
-    "FROM layers";
+    "hash_algorithm, usage_size, usage_inodes, created_ns, hash_block_size, hash_type, diff_id, "
+    "lazy_repository FROM layers";
 
 class SqliteTransaction : public MetadataStore::Transaction {
  public:
@@ -275,8 +280,8 @@ class SqliteMetadataStore : public MetadataStore {
         Statement st,
         db_.Prepare("INSERT INTO layers (digest, file_size, image_size, block_size, root_digest, "
                     "salt, hash_offset, hash_algorithm, usage_size, usage_inodes, created_ns, "
-                    "hash_block_size, hash_type, diff_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                    "?, ?, ?)"));
+                    "hash_block_size, hash_type, diff_id, lazy_repository) VALUES (?, ?, ?, ?, ?, "
+                    "?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
     st.Bind(1, r.digest)
         .Bind(2, static_cast<int64_t>(r.file_size))
         .Bind(3, static_cast<int64_t>(r.image_size))
@@ -290,7 +295,8 @@ class SqliteMetadataStore : public MetadataStore {
         .Bind(11, r.created_ns)
         .Bind(12, static_cast<int64_t>(r.hash_block_size))
         .Bind(13, static_cast<int64_t>(r.hash_type))
-        .Bind(14, r.diff_id);
+        .Bind(14, r.diff_id)
+        .Bind(15, r.lazy_repository);
     EVS_RETURN_IF_ERROR(st.Run().Annotate(StrCat("insert layer ", r.digest)));
     return db_.LastInsertRowid();
   }
@@ -357,6 +363,7 @@ class SqliteMetadataStore : public MetadataStore {
     r.hash_block_size = static_cast<uint32_t>(st.Int(12));
     r.hash_type = static_cast<uint32_t>(st.Int(13));
     r.diff_id = st.Text(14);
+    r.lazy_repository = st.Text(15);
     return r;
   }
 

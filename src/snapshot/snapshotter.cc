@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,7 +16,10 @@
 #include "evs/common/digest.h"
 #include "evs/common/file.h"
 #include "evs/common/log.h"
+#include "evs/lazy/lazy_layer.h"
+#include "evs/lazy/lazy_layer_process.h"
 #include "evs/oci/chain_id.h"
+#include "evs/oci/media_types.h"
 #include "evs/snapshot/filter.h"
 #include "evs/snapshot/mounts.h"
 
@@ -91,6 +95,7 @@ struct Snapshotter::ReconcileReport {
   int layers_mounted = 0;
   int layers_missing = 0;
   int snapshots_missing_dirs = 0;
+  int caches_removed = 0;
 };
 
 Result<std::unique_ptr<Snapshotter>> Snapshotter::Open(const SnapshotterOptions& options) {
@@ -167,8 +172,7 @@ Result<std::vector<std::string>> Snapshotter::MountedLowers(int64_t parent_id) {
     // Mount() is cheap when the layer is mounted and healthy, and mounts it
     // again when its verifier process died.
     EVS_ASSIGN_OR_RETURN(LayerRecord layer, store_->GetLayer(ancestor.layer_id));
-    EVS_ASSIGN_OR_RETURN(std::string image, layers_->ImagePathFor(layer.digest));
-    EVS_RETURN_IF_ERROR(mounter_->Mount(layer, image).Annotate(StrCat("snapshot ", ancestor.key)));
+    EVS_RETURN_IF_ERROR(MountLayer(layer).Annotate(StrCat("snapshot ", ancestor.key)));
     lowers.push_back(mounter_->MountPath(ancestor.layer_id));
   }
   return lowers;
@@ -191,7 +195,7 @@ Result<std::vector<Mount>> Snapshotter::Prepare(const std::string& key, const st
   // The convert-on-pull and lazy paths (DESIGN.md §1) plug in here: when
   // containerd names the chain ID this layer will be committed as, evs may
   // produce the layer itself and answer AlreadyExists.
-  if (options_.remote != nullptr && labels.count(kTargetRefLabel) != 0) {
+  if ((options_.remote != nullptr || options_.lazy) && labels.count(kTargetRefLabel) != 0) {
     EVS_RETURN_IF_ERROR(ValidateLabels(labels).Annotate(StrCat("snapshot ", key)));
     Status s = PrepareRemote(key, parent, labels, std::move(abandoned));
     if (s.code() == Code::kAlreadyExists) return s;
@@ -239,11 +243,32 @@ Status Snapshotter::PrepareRemote(const std::string& key, const std::string& par
     EVS_RETURN_IF_ERROR(CheckOpen());
     EVS_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> existing,
                          store_->FindSnapshot(request.target));
-    if (existing && existing->kind == Kind::kCommitted && existing->parent_key == parent) {
-      return AlreadyExistsError("snapshot ", request.target, ": already exists");
+    if (existing) {
+      EVS_ASSIGN_OR_RETURN(bool reusable, Reusable(*existing, request));
+      if (reusable) return AlreadyExistsError("snapshot ", request.target, ": already exists");
     }
   }
   auto start = std::chrono::steady_clock::now();
+  // A layer of an image made by `evs image convert` is attached lazily
+  // (its labels carry its dm-verity parameters); any other goes to the
+  // convert-on-pull source.
+  auto lazy_layer = options_.lazy ? lazy::RemoteLayerFromLabels(labels)
+                                  : Result<lazy::RemoteLayer>(NotFoundError("lazy pulling is off"));
+  if (lazy_layer.ok()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    EVS_RETURN_IF_ERROR(CheckOpen());
+    Status s = PrepareLazy(request, *lazy_layer);
+    if (s.code() == Code::kAlreadyExists) {
+      ++remote_committed_;
+      EVS_LOG(kInfo) << "lazy layer prepared" << Kv("key", key) << Kv("target", request.target)
+                     << Kv("layer", lazy_layer->descriptor.digest.ToString())
+                     << Kv("ms", static_cast<int64_t>(MillisSince(start)));
+    }
+    return s;
+  }
+  if (lazy_layer.status().code() != Code::kNotFound) return lazy_layer.status();
+  if (options_.remote == nullptr)
+    return NotFoundError("not a lazy layer, and convert-on-pull is off");
   EVS_ASSIGN_OR_RETURN(std::shared_ptr<StagedLayer> staged,
                        options_.remote->Fetch(*layers_, request));
   std::lock_guard<std::mutex> lock(mu_);
@@ -258,42 +283,93 @@ Status Snapshotter::PrepareRemote(const std::string& key, const std::string& par
   return s;
 }
 
+Result<bool> Snapshotter::Reusable(const SnapshotRecord& existing,
+                                   const RemoteLayerRequest& request) {
+  if (existing.kind != Kind::kCommitted || existing.parent_key != request.parent) return false;
+  EVS_ASSIGN_OR_RETURN(LayerRecord layer, store_->GetLayer(existing.layer_id));
+  if (!layer.lazy()) return true;
+  auto wanted = lazy::RemoteLayerFromLabels(request.labels);
+  return wanted.ok() && wanted->descriptor.digest.ToString() == layer.digest &&
+         wanted->verity.root_digest.hex() == layer.root_digest;
+}
+
+Status Snapshotter::NameRemote(const RemoteLayerRequest& request, std::string* name,
+                               std::optional<SnapshotRecord>* parent) {
+  // Named by the target, as containerd's own snapshotters would; when that
+  // name holds a layer this request cannot reuse (on another parent: the
+  // same chain ID reached through differently named parents, e.g. from two
+  // namespaces; or a lazy layer with other labels), by the Prepare key:
+  // containerd finds it by label and parent, not by name.
+  *name = request.target;
+  EVS_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> existing, store_->FindSnapshot(*name));
+  if (existing) {
+    EVS_ASSIGN_OR_RETURN(bool reusable, Reusable(*existing, request));
+    if (reusable) {
+      return AlreadyExistsError("snapshot ", *name, ": already exists (committed meanwhile)");
+    }
+    *name = request.key;
+    EVS_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> taken, store_->FindSnapshot(*name));
+    if (taken) return FailedPreconditionError("snapshot key ", *name, " is taken");
+  }
+  parent->reset();
+  if (!request.parent.empty()) {
+    EVS_ASSIGN_OR_RETURN(*parent, store_->FindSnapshot(request.parent));
+    if (!*parent || (*parent)->kind != Kind::kCommitted) {
+      return FailedPreconditionError("parent ", request.parent, " is not a committed snapshot");
+    }
+  }
+  return OkStatus();
+}
+
+namespace {
+
+// DESIGN.md §1: a layer must be what the chain ID says, whoever wrote the
+// labels. ChainID(parent…layer) = sha256(ChainID(parent) + " " +
+// DiffID(layer)) (image-spec config.md).
+Status CheckChain(const std::string& diff_id, const std::optional<SnapshotRecord>& parent,
+                  const std::string& target, const std::string& layer) {
+  if (diff_id.empty()) {
+    return FailedPreconditionError("layer ", layer,
+                                   ": its diffID is unknown, so it cannot be checked against "
+                                   "chain ID ",
+                                   target);
+  }
+  EVS_ASSIGN_OR_RETURN(Digest diff, Digest::Parse(diff_id));
+  Digest chain = diff;
+  if (parent) {
+    std::optional<Digest> parent_chain = ChainIdOf(*parent);
+    if (!parent_chain) {
+      return FailedPreconditionError("parent ", parent->key, " names no chain ID, so layer ", layer,
+                                     " cannot be checked against ", target);
+    }
+    std::vector<Digest> ids = {*parent_chain, diff};
+    chain = oci::ChainId(ids);
+  }
+  if (chain.ToString() != target) {
+    return FailedPreconditionError("layer ", layer, " (diffID ", diff_id, ") on parent \"",
+                                   parent ? parent->key : "", "\" is chain ID ", chain.ToString(),
+                                   ", not the requested ", target,
+                                   ": the labels name another layer");
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
 Status Snapshotter::CommitRemote(const RemoteLayerRequest& request, StagedLayer* staged) {
   EVS_ASSIGN_OR_RETURN(auto txn, store_->Begin());
-  // Named by the target, as containerd's own snapshotters would; when that
-  // name holds the layer on another parent (the same chain ID reached
-  // through differently named parents, e.g. from two namespaces), by the
-  // Prepare key: containerd finds it by label and parent, not by name.
-  std::string name = request.target;
-  EVS_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> existing, store_->FindSnapshot(name));
-  if (existing) {
-    if (existing->kind == Kind::kCommitted && existing->parent_key == request.parent) {
-      return AlreadyExistsError("snapshot ", name, ": already exists (committed meanwhile)");
-    }
-    name = request.key;
-    EVS_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> taken, store_->FindSnapshot(name));
-    if (taken) return FailedPreconditionError("snapshot key ", name, " is taken");
-  }
+  std::string name;
+  std::optional<SnapshotRecord> parent;
+  EVS_RETURN_IF_ERROR(NameRemote(request, &name, &parent));
   SnapshotRecord r;
   r.kind = Kind::kCommitted;
   r.key = name;
   r.labels = request.labels;
-  std::optional<Digest> parent_chain;
-  if (!request.parent.empty()) {
-    EVS_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> p, store_->FindSnapshot(request.parent));
-    if (!p || p->kind != Kind::kCommitted) {
-      return FailedPreconditionError("parent ", request.parent, " is not a committed snapshot");
-    }
-    r.parent_id = p->id;
-    parent_chain = ChainIdOf(*p);
-  }
+  if (parent) r.parent_id = parent->id;
 
   const std::string digest = staged->record().digest;
   EVS_ASSIGN_OR_RETURN(std::optional<LayerRecord> stored, store_->FindLayer(digest));
   if (options_.verify_remote_chain) {
-    // DESIGN.md §1: the layer must be what the chain ID says, whoever wrote
-    // the labels. ChainID(parent…layer) = sha256(ChainID(parent) + " " +
-    // DiffID(layer)) (image-spec config.md).
     std::string diff_id = staged->record().diff_id;
     if (stored && !stored->diff_id.empty()) {
       if (!diff_id.empty() && diff_id != stored->diff_id) {
@@ -302,28 +378,7 @@ Status Snapshotter::CommitRemote(const RemoteLayerRequest& request, StagedLayer*
       }
       diff_id = stored->diff_id;
     }
-    if (diff_id.empty()) {
-      return FailedPreconditionError("layer ", digest,
-                                     ": its diffID is unknown, so it cannot be checked against "
-                                     "chain ID ",
-                                     request.target);
-    }
-    EVS_ASSIGN_OR_RETURN(Digest diff, Digest::Parse(diff_id));
-    Digest chain = diff;
-    if (!request.parent.empty()) {
-      if (!parent_chain) {
-        return FailedPreconditionError("parent ", request.parent, " names no chain ID, so layer ",
-                                       digest, " cannot be checked against ", request.target);
-      }
-      std::vector<Digest> ids = {*parent_chain, diff};
-      chain = oci::ChainId(ids);
-    }
-    if (chain.ToString() != request.target) {
-      return FailedPreconditionError("layer ", digest, " (diffID ", diff_id, ") on parent \"",
-                                     request.parent, "\" is chain ID ", chain.ToString(),
-                                     ", not the requested ", request.target,
-                                     ": the labels name another layer");
-    }
+    EVS_RETURN_IF_ERROR(CheckChain(diff_id, parent, request.target, digest));
   }
 
   bool published = false;
@@ -336,7 +391,7 @@ Status Snapshotter::CommitRemote(const RemoteLayerRequest& request, StagedLayer*
     return txn->Commit();
   }();
   if (!st.ok()) {
-    if (published) (void)UndoInstall(layer.id, digest);
+    if (published) (void)UndoInstall(layer);
     return st.Annotate(StrCat("commit remote layer ", digest, " as ", name));
   }
   if (!published) ++layers_shared_;
@@ -426,16 +481,111 @@ Result<std::vector<Mount>> Snapshotter::Mounts(const std::string& key) {
   return MountsFor(*r);
 }
 
+std::string Snapshotter::CacheDir(const std::string& digest) const {
+  std::string hex = digest.substr(digest.find(':') + 1);
+  return JoinPath(JoinPath(options_.root, "cache"), hex);
+}
+
+Status Snapshotter::MountLayer(const LayerRecord& layer) {
+  if (!layer.lazy()) {
+    EVS_ASSIGN_OR_RETURN(std::string image, layers_->ImagePathFor(layer.digest));
+    return mounter_->Mount(layer, image);
+  }
+  // lazy/lazy_layer_process.h: what the layer's process needs to fetch and
+  // verify it.
+  lazy::LazyLayerArgs args;
+  EVS_ASSIGN_OR_RETURN(args.layer.repository, oci::Reference::Parse(layer.lazy_repository));
+  args.layer.descriptor.media_type = std::string(oci::kErofsLayer);
+  EVS_ASSIGN_OR_RETURN(args.layer.descriptor.digest, Digest::Parse(layer.digest));
+  args.layer.descriptor.size = static_cast<int64_t>(layer.file_size);
+  EVS_ASSIGN_OR_RETURN(args.layer.verity.root_digest,
+                       Digest::Parse(StrCat(layer.hash_algorithm, ":", layer.root_digest)));
+  args.layer.verity.hash_offset = layer.hash_offset;
+  args.layer.verity.block_size = layer.block_size;
+  args.cache_dir = CacheDir(layer.digest);
+  args.target = mounter_->MountPath(layer.id);
+  args.hosts_dir = options_.registry_hosts_dir;
+  args.background = options_.lazy_background;
+  EVS_RETURN_IF_ERROR(MakeDirs(Dirname(args.cache_dir), 0700));
+  return mounter_->MountLazy(layer, args);
+}
+
+Status Snapshotter::RemoveLayerFiles(const LayerRecord& layer) {
+  EVS_RETURN_IF_ERROR(mounter_->Unmount(layer.id));
+  if (layer.lazy()) return lazy::LazyLayer::RemoveCache(CacheDir(layer.digest));
+  return layers_->Remove(layer.digest);
+}
+
+Status Snapshotter::PrepareLazy(const RemoteLayerRequest& request,
+                                const lazy::RemoteLayer& remote) {
+  EVS_ASSIGN_OR_RETURN(auto txn, store_->Begin());
+  std::string name;
+  std::optional<SnapshotRecord> parent;
+  EVS_RETURN_IF_ERROR(NameRemote(request, &name, &parent));
+  const std::string digest = remote.descriptor.digest.ToString();
+  // An EROFS layer is not compressed: its diffID is its blob digest
+  // (docs/lazy.md), so the labels must name the blob the chain ID stands
+  // for. Its content is then checked block by block against the root
+  // digest from the same labels.
+  if (options_.verify_remote_chain) {
+    EVS_RETURN_IF_ERROR(CheckChain(digest, parent, request.target, digest));
+  }
+  EVS_ASSIGN_OR_RETURN(std::optional<LayerRecord> stored, store_->FindLayer(digest));
+  bool fresh = false;
+  LayerRecord layer;
+  if (stored) {
+    if (!stored->lazy() || stored->root_digest != remote.verity.root_digest.hex()) {
+      return FailedPreconditionError("layer ", digest,
+                                     " is stored with other verity parameters than the labels "
+                                     "name");
+    }
+    layer = *stored;
+  } else {
+    layer.digest = digest;
+    layer.file_size = static_cast<uint64_t>(remote.descriptor.size);
+    layer.image_size = remote.verity.hash_offset;
+    layer.block_size = remote.verity.block_size;
+    layer.hash_block_size = 4096;  // LayerFileSize's layout (lazy/annotations.h)
+    layer.hash_type = 1;
+    layer.root_digest = remote.verity.root_digest.hex();
+    layer.hash_offset = remote.verity.hash_offset;
+    layer.hash_algorithm = std::string(HashAlgorithmName(remote.verity.root_digest.algorithm()));
+    layer.lazy_repository = remote.repository.Name();
+    layer.created_ns = NowNs();
+    EVS_ASSIGN_OR_RETURN(layer.id, store_->InsertLayer(layer));
+    fresh = true;
+  }
+  Status st = [&]() -> Status {
+    EVS_RETURN_IF_ERROR(MountLayer(layer));
+    SnapshotRecord r;
+    r.kind = Kind::kCommitted;
+    r.key = name;
+    r.labels = request.labels;
+    if (parent) r.parent_id = parent->id;
+    r.layer_id = layer.id;
+    r.created_ns = r.updated_ns = NowNs();
+    EVS_RETURN_IF_ERROR(store_->InsertSnapshot(r).status());
+    return txn->Commit();
+  }();
+  if (!st.ok()) {
+    // Nothing of a layer that is not recorded stays: its process, mount
+    // and cache (with the tree it may have fetched) go.
+    if (fresh) (void)RemoveLayerFiles(layer);
+    return st.Annotate(StrCat("lazy layer ", digest, " as ", name));
+  }
+  return AlreadyExistsError("snapshot ", request.target, ": already exists (lazy, as ", name, ")");
+}
+
 Result<LayerRecord> Snapshotter::InstallLayer(StagedLayer* staged, bool* published) {
   *published = false;
   const std::string digest = staged->record().digest;
   EVS_ASSIGN_OR_RETURN(std::optional<LayerRecord> existing, store_->FindLayer(digest));
   if (existing) {
     // Stored once: the identical layer is already here (and mounted).
-    if (!mounter_->IsMounted(existing->id)) {
-      EVS_ASSIGN_OR_RETURN(std::string image, layers_->ImagePathFor(digest));
-      EVS_RETURN_IF_ERROR(mounter_->Mount(*existing, image));
+    if (existing->lazy()) {
+      return FailedPreconditionError("layer ", digest, " is stored as a lazy layer");
     }
+    if (!mounter_->IsMounted(existing->id)) EVS_RETURN_IF_ERROR(MountLayer(*existing));
     return *existing;
   }
   EVS_ASSIGN_OR_RETURN(bool fresh, layers_->Publish(staged));
@@ -455,12 +605,7 @@ Result<LayerRecord> Snapshotter::InstallLayer(StagedLayer* staged, bool* publish
   return record;
 }
 
-Status Snapshotter::UndoInstall(int64_t layer_id, const std::string& digest) {
-  Status s = mounter_->Unmount(layer_id);
-  Status r = layers_->Remove(digest);
-  if (!s.ok()) return s;
-  return r;
-}
+Status Snapshotter::UndoInstall(const LayerRecord& layer) { return RemoveLayerFiles(layer); }
 
 Status Snapshotter::Commit(const std::string& name, const std::string& key, const Labels& labels) {
   if (name.empty()) return InvalidArgumentError("committed snapshot name must not be empty");
@@ -511,7 +656,7 @@ Status Snapshotter::Commit(const std::string& name, const std::string& key, cons
       return txn->Commit();
     }();
     if (!s.ok()) {
-      if (published) (void)UndoInstall(layer.id, digest);
+      if (published) (void)UndoInstall(layer);
       return s.Annotate(StrCat("commit ", key, " as ", name));
     }
     ++commits_;
@@ -560,8 +705,7 @@ Status Snapshotter::Remove(const std::string& key) {
     // Files go after the commit: the key is gone either way, and what is
     // left behind on failure is found by Cleanup (overlay.go Remove).
     if (dropped_layer) {
-      Status s = mounter_->Unmount(dropped_layer->id);
-      if (s.ok()) s = layers_->Remove(dropped_layer->digest);
+      Status s = RemoveLayerFiles(*dropped_layer);
       if (!s.ok()) {
         EVS_LOG(kWarning) << "layer left for cleanup" << Kv("layer", dropped_layer->digest)
                           << Kv("error", s.ToString());
@@ -738,9 +882,10 @@ Status Snapshotter::Reconcile(bool at_start) {
       ++report.layers_removed;
     }
   }
+  std::set<std::string> lazy_hex;  // cache/<hex> directories that stay
   for (const LayerRecord& l : referenced) {
     EVS_ASSIGN_OR_RETURN(Digest d, Digest::Parse(l.digest));
-    known_hex.insert(d.hex());
+    (l.lazy() ? lazy_hex : known_hex).insert(d.hex());
   }
   std::string sha_dir = JoinPath(layers_->dir(), "sha256");
   for (const std::string& n : ListDir(sha_dir)) {
@@ -760,17 +905,20 @@ Status Snapshotter::Reconcile(bool at_start) {
     if (s.ok()) ++report.staging_removed;
   }
 
-  // 3. Every referenced layer is mounted.
+  // 3. Every referenced layer is mounted (a lazy layer's process adopted,
+  //    or started again over its cache).
   for (const LayerRecord& l : referenced) {
     if (mounter_->IsMounted(l.id)) continue;
-    EVS_ASSIGN_OR_RETURN(std::string image, layers_->ImagePathFor(l.digest));
-    if (::access(image.c_str(), F_OK) != 0) {
-      ++report.layers_missing;
-      EVS_LOG(kError) << "layer image missing; snapshots holding it cannot be mounted"
-                      << Kv("layer", l.digest) << Kv("path", image);
-      continue;
+    if (!l.lazy()) {
+      EVS_ASSIGN_OR_RETURN(std::string image, layers_->ImagePathFor(l.digest));
+      if (::access(image.c_str(), F_OK) != 0) {
+        ++report.layers_missing;
+        EVS_LOG(kError) << "layer image missing; snapshots holding it cannot be mounted"
+                        << Kv("layer", l.digest) << Kv("path", image);
+        continue;
+      }
     }
-    Status s = mounter_->Mount(l, image);
+    Status s = MountLayer(l);
     if (!s.ok()) {
       EVS_LOG(kError) << "layer not mounted" << Kv("layer", l.digest) << Kv("error", s.ToString());
       continue;
@@ -782,10 +930,26 @@ Status Snapshotter::Reconcile(bool at_start) {
   //    mounts above so that layers still served by a verifier process of an
   //    earlier daemon were adopted, not torn down.
   EVS_ASSIGN_OR_RETURN(report.stale_mounts_removed, mounter_->RemoveStale());
+  // 5. Lazy layer caches no row names (their processes were stopped
+  //    above; a FUSE file a killed one left is detached first).
+  std::string cache_dir = JoinPath(options_.root, "cache");
+  for (const std::string& n : ListDir(cache_dir)) {
+    if (lazy_hex.count(n)) continue;
+    std::string dir = JoinPath(cache_dir, n);
+    std::string fuse = JoinPath(dir, "fuse");
+    for (int stacked = 0; stacked < 64 && ::umount2(fuse.c_str(), MNT_DETACH) == 0; ++stacked) {
+    }
+    Status s = RemoveTree(dir);
+    if (!s.ok()) {
+      EVS_LOG(kWarning) << "cannot remove lazy layer cache" << Kv("error", s.ToString());
+      continue;
+    }
+    ++report.caches_removed;
+  }
 
   bool changed = report.snapshot_dirs_removed || report.layer_dirs_removed ||
                  report.layers_removed || report.staging_removed || report.stale_mounts_removed ||
-                 report.layers_missing || report.snapshots_missing_dirs;
+                 report.layers_missing || report.snapshots_missing_dirs || report.caches_removed;
   if (at_start || changed) {
     EVS_LOG(kInfo) << (at_start ? "reconciled root" : "cleanup") << Kv("root", options_.root)
                    << Kv("snapshot_dirs_removed", report.snapshot_dirs_removed)
@@ -796,6 +960,7 @@ Status Snapshotter::Reconcile(bool at_start) {
                    << Kv("layers_mounted", report.layers_mounted)
                    << Kv("layers_missing", report.layers_missing)
                    << Kv("snapshots_missing_dirs", report.snapshots_missing_dirs)
+                   << Kv("caches_removed", report.caches_removed)
                    << Kv("ms", static_cast<int64_t>(MillisSince(start)));
   }
   return OkStatus();

@@ -118,14 +118,16 @@ TEST_F(MetadataStoreTest, CommitRenamesKeepsIdAndReplacesLabels) {
   EXPECT_EQ((*r)->created_ns, 5);
 }
 
-TEST_F(MetadataStoreTest, ALayerKeepsTheDiffIdItWasConvertedWith) {
+TEST_F(MetadataStoreTest, ALayerKeepsItsDiffIdAndWhereALazyOneIsFetchedFrom) {
   LayerRecord converted = Layer("c");
   converted.diff_id = "sha256:" + std::string(64, 'd');
+  converted.lazy_repository = "127.0.0.1:5000/app";
   ASSERT_TRUE(store_->InsertLayer(converted).ok());
   ASSERT_TRUE(store_->InsertLayer(Layer("e")).ok());
   auto c = store_->FindLayer(converted.digest);
   ASSERT_TRUE(c.ok() && c->has_value());
   EXPECT_EQ((*c)->diff_id, converted.diff_id);
+  EXPECT_EQ((*c)->lazy_repository, converted.lazy_repository);
   auto e = store_->FindLayer(Layer("e").digest);
   ASSERT_TRUE(e.ok() && e->has_value());
   EXPECT_EQ((*e)->diff_id, "") << "unknown for a layer made from a directory";
@@ -254,10 +256,11 @@ TEST(MetadataStoreSchema, AVersion1DatabaseIsMigratedKeepingItsRows) {
   std::string path = dir.Join("m.db");
   ASSERT_TRUE(MetadataStore::Open(path).ok());
   // Turn it back into what schema 1 wrote: no hash_block_size, hash_type
-  // (schema 2), diff_id (schema 3).
+  // (schema 2), diff_id (schema 3), lazy_repository (schema 4).
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
   std::string downgrade =
+      "ALTER TABLE layers DROP COLUMN lazy_repository;"
       "ALTER TABLE layers DROP COLUMN diff_id;"
       "ALTER TABLE layers DROP COLUMN hash_block_size;"
       "ALTER TABLE layers DROP COLUMN hash_type;"
@@ -277,6 +280,7 @@ TEST(MetadataStoreSchema, AVersion1DatabaseIsMigratedKeepingItsRows) {
   EXPECT_EQ((*layer)->hash_type, 1u);
   EXPECT_EQ((*layer)->root_digest, "ff");
   EXPECT_EQ((*layer)->diff_id, "");
+  EXPECT_FALSE((*layer)->lazy());
 }
 
 TEST(MetadataStoreSchema, AFileThatIsNotADatabaseIsAnErrorNamingIt) {

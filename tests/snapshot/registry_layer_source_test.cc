@@ -82,7 +82,9 @@ class RegistryLayerSourceTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    if (sn_) EXPECT_TRUE(sn_->Close().ok());
+    if (sn_) {
+      EXPECT_TRUE(sn_->Close().ok());
+    }
     sn_.reset();
     source_.reset();
   }
@@ -175,7 +177,8 @@ class RegistryLayerSourceTest : public ::testing::Test {
   Labels CriLabels(const PushedImage& image, size_t i, const std::string& ref = "") {
     std::string layers;
     for (size_t j = i; j < image.layers.size(); ++j) {
-      layers += (layers.empty() ? "" : ",") + image.layers[j].digest.ToString();
+      if (!layers.empty()) layers += ',';
+      layers += image.layers[j].digest.ToString();
     }
     return {{kTargetRefLabel, image.chain[i]},
             {kCriImageRefLabel, ref.empty() ? image.ref : ref},
@@ -284,7 +287,8 @@ TEST_F(RegistryLayerSourceTest, CtrRemoteLabelsWithoutAManifestDigestWorkToo) {
   for (size_t i = 0; i < image.layers.size(); ++i) {
     std::string layers;
     for (size_t j = i; j < image.layers.size(); ++j) {
-      layers += (layers.empty() ? "" : ",") + image.layers[j].digest.ToString();
+      if (!layers.empty()) layers += ',';
+      layers += image.layers[j].digest.ToString();
     }
     // What `ctr-remote images rpull` (stargz-snapshotter 0.12) sends.
     Labels labels = {{kTargetRefLabel, image.chain[i]},

@@ -50,6 +50,12 @@ struct LayerRecord {
   // "sha256:<hex>" of the uncompressed tar, for a layer converted from a
   // blob with the diffID computed (convert-on-pull); empty otherwise.
   std::string diff_id;
+  // A lazy layer (DESIGN.md §1 "lazy"): the repository ("host/name") its
+  // blob is read from on demand. Its file is cache/<hex>/layer.erofs,
+  // filled block by block (lazy/lazy_layer.h); empty for a layer stored in
+  // full under layers/.
+  std::string lazy_repository;
+  bool lazy() const { return !lazy_repository.empty(); }
   uint64_t file_size = 0;      // layer.erofs including the verity tree
   uint64_t image_size = 0;     // the EROFS part
   uint32_t block_size = 4096;  // EROFS and verity data block size

@@ -23,11 +23,13 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "evs/common/status.h"
+#include "evs/lazy/annotations.h"
 #include "evs/snapshot/layer_mounter.h"
 #include "evs/snapshot/layer_store.h"
 #include "evs/snapshot/metadata_store.h"
@@ -86,6 +88,20 @@ struct SnapshotterOptions {
   // other images share (containerd's unpacker checks the diffID for the
   // same reason). false: trust the source (layers without a diffID).
   bool verify_remote_chain = true;
+  // Lazy layers (DESIGN.md §1 "lazy"): a Prepare whose labels carry the
+  // dm-verity parameters `evs image convert` puts on a layer
+  // (containerd.io/snapshot/evs.org.erofs.dmverity.*) is answered by
+  // mounting the layer at once and fetching its blocks on demand, each
+  // verified (lazy/lazy_layer.h); it is served by a process of its own
+  // (verifier_command … serve-lazy-layer) that survives daemon restarts.
+  // Needs verifier_command. Consulted before `remote`.
+  bool lazy = true;
+  // Given to the lazy layers' processes: containerd's registry hosts
+  // directory ("" for none).
+  std::string registry_hosts_dir;
+  // Lazy layers complete themselves in the background (lazy/
+  // background_fetcher.h); false fetches only what is read.
+  bool lazy_background = true;
   // Userspace verification: serve each layer from a process of its own,
   // started as this command followed by `serve-verified-layer …`, so layers
   // under running containers survive a daemon restart (LayerMounterOptions).
@@ -180,9 +196,25 @@ class Snapshotter {
   // (now or before); any other status is the reason to fall back.
   Status PrepareRemote(const std::string& key, const std::string& parent, const Labels& labels,
                        std::function<bool()> abandoned);
-  // Commits a fetched remote layer as `name` under the transaction the
-  // caller holds.
+  // Commits a fetched remote layer (under mu_).
   Status CommitRemote(const RemoteLayerRequest& request, StagedLayer* staged);
+  // The lazy path of PrepareRemote (under mu_).
+  Status PrepareLazy(const RemoteLayerRequest& request, const lazy::RemoteLayer& remote);
+  // The name to commit a remote layer under and its parent record; the
+  // AlreadyExists answer when an equivalent snapshot exists (Reusable).
+  Status NameRemote(const RemoteLayerRequest& request, std::string* name,
+                    std::optional<SnapshotRecord>* parent);
+  // Whether committed snapshot `existing` can answer `request`: same parent,
+  // and its content is trusted for it — a layer stored in full was checked
+  // against its chain ID; a lazy one only against its labels, so it answers
+  // only requests naming the same blob and tree.
+  Result<bool> Reusable(const SnapshotRecord& existing, const RemoteLayerRequest& request);
+  // Mounts a stored or lazy layer (idempotent).
+  Status MountLayer(const LayerRecord& layer);
+  // Deletes what a layer's row named: its mount and its file (layers/…, or
+  // a lazy layer's cache).
+  Status RemoveLayerFiles(const LayerRecord& layer);
+  std::string CacheDir(const std::string& digest) const;
   Result<std::vector<Mount>> CreateSnapshot(Kind kind, const std::string& key,
                                             const std::string& parent, const Labels& labels);
   // Installs a staged layer under an open transaction: reuses an identical
@@ -190,7 +222,7 @@ class Snapshotter {
   // set when a new directory was published (to undo it if the transaction
   // fails).
   Result<LayerRecord> InstallLayer(StagedLayer* staged, bool* published);
-  Status UndoInstall(int64_t layer_id, const std::string& digest);
+  Status UndoInstall(const LayerRecord& layer);
   Result<std::vector<std::string>> MountedLowers(int64_t parent_id);
   Result<std::vector<Mount>> MountsFor(const SnapshotRecord& record);
   Status CheckOpen() const;
