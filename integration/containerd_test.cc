@@ -112,6 +112,12 @@ TEST_F(ContainerdWithEvs, ARunningContainerKeepsReadingItsFilesAcrossDaemonResta
   EXPECT_EQ(ReadFileOrDie(out + "/r"), expected);
   EXPECT_EQ(Sh("cat " + Quote(out + "/errors") + " 2>/dev/null").stdout_data, "")
       << "rounds that failed to read";
+  // Both new daemons took over the verifier processes of the three layers
+  // (none was started twice, none was left behind).
+  if (ReadFileOrDie(EvsLog()).find("verity=userspace") != std::string::npos) {
+    EXPECT_EQ(CountInLog(EvsLog(), "adopted a layer its verifier process still serves"), 6)
+        << Tail(EvsLog());
+  }
   // The restarted daemon serves new containers from the same image, once
   // containerd has redialled it (its first call on the dead connection fails
   // with Unavailable, which clients retry).

@@ -101,6 +101,10 @@ Status ApplyToml(const std::string& toml_text, const std::string& origin, Daemon
     } else if (k == "max_layer_bytes") {
       EVS_ASSIGN_OR_RETURN(config->max_layer_bytes,
                            IntKey(node, origin, k, 1, std::numeric_limits<int64_t>::max()));
+    } else if (k == "lazy_pull") {
+      EVS_ASSIGN_OR_RETURN(config->lazy_pull, BoolKey(node, origin, k));
+    } else if (k == "lazy_background_fetch") {
+      EVS_ASSIGN_OR_RETURN(config->lazy_background_fetch, BoolKey(node, origin, k));
     } else if (k == "keep_unclaimed_seconds") {
       EVS_ASSIGN_OR_RETURN(int64_t v, IntKey(node, origin, k, 0, kMaxKeepSeconds));
       config->keep_unclaimed_seconds = static_cast<int>(v);
@@ -123,6 +127,7 @@ Result<DaemonConfig> LoadDaemonConfig(int argc, const char* const* argv, int* ex
   int shutdown_timeout = 0;
   std::string registry_config_path, docker_config;
   bool convert_on_pull = true, convert_ahead = true, verify_diff_id = true;
+  bool lazy_pull = true, lazy_background = true;
   int max_conversions = 0, keep_unclaimed = 0;
   int64_t max_layer_bytes = 0;
   auto* config_opt =
@@ -164,6 +169,12 @@ Result<DaemonConfig> LoadDaemonConfig(int argc, const char* const* argv, int* ex
   auto* keep_opt = app.add_option("--keep-unclaimed-seconds", keep_unclaimed,
                                   "how long a layer converted ahead waits to be claimed "
                                   "(key: keep_unclaimed_seconds)");
+  auto* lazy_opt = app.add_option("--lazy-pull", lazy_pull,
+                                  "mount layers of images made by `evs image convert` lazily: "
+                                  "true or false (key: lazy_pull)");
+  auto* lazy_bg_opt = app.add_option("--lazy-background-fetch", lazy_background,
+                                     "complete lazy layers in the background: true or false "
+                                     "(key: lazy_background_fetch)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {
@@ -206,6 +217,8 @@ Result<DaemonConfig> LoadDaemonConfig(int argc, const char* const* argv, int* ex
     config.max_concurrent_conversions = max_conversions;
   }
   if (ahead_opt->count()) config.convert_ahead = convert_ahead;
+  if (lazy_opt->count()) config.lazy_pull = lazy_pull;
+  if (lazy_bg_opt->count()) config.lazy_background_fetch = lazy_background;
   if (diff_opt->count()) config.verify_diff_id = verify_diff_id;
   if (max_layer_opt->count()) {
     if (max_layer_bytes < 1) return InvalidArgumentError("--max-layer-bytes must be positive");

@@ -57,6 +57,13 @@ struct DaemonConfig {
   // A layer converted ahead that no pull claims is deleted after this long.
   int keep_unclaimed_seconds = 600;
 
+  // --- lazy pulling (DESIGN.md §1; docs/lazy.md) ---
+  // Mount layers of images made by `evs image convert` at once and fetch
+  // their blocks on demand, each verified against the layer's hash tree.
+  bool lazy_pull = true;
+  // Complete lazy layers in the background.
+  bool lazy_background_fetch = true;
+
   // The file this configuration was read from, "" when none was.
   std::string config_path;
 };

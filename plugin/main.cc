@@ -21,6 +21,7 @@
 
 #include "config.h"
 #include "evs/common/log.h"
+#include "evs/lazy/lazy_layer_process.h"
 #include "evs/registry/client.h"
 #include "evs/registry/credentials.h"
 #include "evs/snapshot/registry_layer_source.h"
@@ -116,6 +117,15 @@ int Run(int argc, char** argv) {
     }
     return evs::snapshot::ServeVerifiedLayer(*args, 3);
   }
+  // … and each lazy layer (evs/lazy/lazy_layer_process.h).
+  if (argc > 1 && std::string(argv[1]) == evs::lazy::kServeLazyLayerCommand) {
+    auto args = evs::lazy::ParseLazyLayerArgv(std::vector<std::string>(argv + 1, argv + argc));
+    if (!args.ok()) {
+      std::fprintf(stderr, "containerd-evs-grpc: %s\n", args.status().message().c_str());
+      return 2;
+    }
+    return evs::lazy::ServeLazyLayer(*args, 3);
+  }
 
   // Signals are taken by sigwait() in this thread; block them before any
   // other thread (gRPC's) exists so none of those receives them.
@@ -192,6 +202,9 @@ int Run(int argc, char** argv) {
   options.verifier_command = VerifierCommand();
   options.remote = source.get();
   options.verify_remote_chain = config->verify_diff_id;
+  options.lazy = config->lazy_pull;
+  options.lazy_background = config->lazy_background_fetch;
+  options.registry_hosts_dir = config->registry_config_path;
   auto sn = evs::snapshot::Snapshotter::Open(options);
   if (!sn.ok()) {
     EVS_LOG(kError) << "cannot open the snapshotter" << evs::Kv("error", sn.status().ToString());

@@ -99,7 +99,7 @@ TEST(DaemonConfig, ConvertOnPullKeysAndFlags) {
             "convert_on_pull = false\nregistry_config_path = \"/etc/hosts.d\"\n"
             "docker_config = \"/root/cfg.json\"\nmax_concurrent_conversions = 5\n"
             "convert_ahead = false\nverify_diff_id = false\nmax_layer_bytes = 1000\n"
-            "keep_unclaimed_seconds = 9\n");
+            "keep_unclaimed_seconds = 9\nlazy_pull = false\nlazy_background_fetch = false\n");
   auto c = Load({"--config", dir.Join("c.toml")});
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_FALSE(c->convert_on_pull);
@@ -110,11 +110,31 @@ TEST(DaemonConfig, ConvertOnPullKeysAndFlags) {
   EXPECT_FALSE(c->verify_diff_id);
   EXPECT_EQ(c->max_layer_bytes, 1000);
   EXPECT_EQ(c->keep_unclaimed_seconds, 9);
+  EXPECT_FALSE(c->lazy_pull);
+  EXPECT_FALSE(c->lazy_background_fetch);
 
-  auto f = Load({"--config", dir.Join("c.toml"), "--convert-on-pull", "true",
-                 "--registry-config-path", "", "--docker-config", "/x.json",
-                 "--max-concurrent-conversions", "2", "--convert-ahead", "true", "--verify-diff-id",
-                 "true", "--max-layer-bytes", "77", "--keep-unclaimed-seconds", "0"});
+  auto f = Load({"--config",
+                 dir.Join("c.toml"),
+                 "--convert-on-pull",
+                 "true",
+                 "--registry-config-path",
+                 "",
+                 "--docker-config",
+                 "/x.json",
+                 "--max-concurrent-conversions",
+                 "2",
+                 "--convert-ahead",
+                 "true",
+                 "--verify-diff-id",
+                 "true",
+                 "--max-layer-bytes",
+                 "77",
+                 "--keep-unclaimed-seconds",
+                 "0",
+                 "--lazy-pull",
+                 "true",
+                 "--lazy-background-fetch",
+                 "true"});
   ASSERT_TRUE(f.ok()) << f.status().ToString();
   EXPECT_TRUE(f->convert_on_pull);
   EXPECT_EQ(f->registry_config_path, "");
@@ -124,6 +144,8 @@ TEST(DaemonConfig, ConvertOnPullKeysAndFlags) {
   EXPECT_TRUE(f->verify_diff_id);
   EXPECT_EQ(f->max_layer_bytes, 77);
   EXPECT_EQ(f->keep_unclaimed_seconds, 0);
+  EXPECT_TRUE(f->lazy_pull);
+  EXPECT_TRUE(f->lazy_background_fetch);
 
   for (const char* bad : {"convert_on_pull = 1\n", "max_concurrent_conversions = 0\n",
                           "max_layer_bytes = -5\n", "keep_unclaimed_seconds = \"x\"\n"}) {
@@ -152,7 +174,8 @@ TEST(DaemonConfig, TheExampleConfigIsValidAndDocumentsEveryKey) {
   for (const char* key :
        {"root", "address", "verity", "log_level", "shutdown_timeout_seconds", "metrics_address",
         "convert_on_pull", "registry_config_path", "docker_config", "max_concurrent_conversions",
-        "convert_ahead", "verify_diff_id", "max_layer_bytes", "keep_unclaimed_seconds"}) {
+        "convert_ahead", "verify_diff_id", "max_layer_bytes", "keep_unclaimed_seconds", "lazy_pull",
+        "lazy_background_fetch"}) {
     EXPECT_NE(text.find(std::string("# ") + key), std::string::npos)
         << key << " is not documented in config.example.toml";
   }
