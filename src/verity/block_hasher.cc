@@ -3,6 +3,9 @@
 #include <openssl/evp.h>
 
 #include <cstdlib>
+#include <memory>
+
+#include "salted_sha256.h"
 
 namespace evs::verity {
 
@@ -12,6 +15,8 @@ struct BlockHasher::State {
   EVP_MD_CTX* work = nullptr;
   uint32_t hash_type = 1;
   std::string salt;
+  // sha256, format 1, on a CPU with SHA-NI: two blocks at a time.
+  std::unique_ptr<SaltedSha256> fast;
 };
 
 BlockHasher::BlockHasher(HashAlgorithm algorithm, uint32_t hash_type, std::string_view salt)
@@ -25,6 +30,9 @@ BlockHasher::BlockHasher(HashAlgorithm algorithm, uint32_t hash_type, std::strin
   if (state_->md == nullptr || state_->salted == nullptr || state_->work == nullptr) std::abort();
   state_->hash_type = hash_type;
   state_->salt.assign(salt);
+  if (algorithm == HashAlgorithm::kSha256 && hash_type == 1 && SaltedSha256::Supported()) {
+    state_->fast = std::make_unique<SaltedSha256>(salt);
+  }
   EVP_DigestInit_ex2(state_->salted, state_->md, nullptr);
   if (hash_type == 1 && !salt.empty()) EVP_DigestUpdate(state_->salted, salt.data(), salt.size());
 }
@@ -37,6 +45,10 @@ BlockHasher::~BlockHasher() {
 }
 
 void BlockHasher::Hash(const uint8_t* data, size_t n, uint8_t* out) {
+  if (state_->fast) {
+    state_->fast->Hash(data, n, out);
+    return;
+  }
   EVP_MD_CTX_copy_ex(state_->work, state_->salted);
   EVP_DigestUpdate(state_->work, data, n);
   if (state_->hash_type == 0 && !state_->salt.empty()) {
@@ -48,7 +60,14 @@ void BlockHasher::Hash(const uint8_t* data, size_t n, uint8_t* out) {
 
 void BlockHasher::HashBlocks(const uint8_t* data, size_t block_size, size_t count, uint8_t* out,
                              size_t out_stride) {
-  for (size_t i = 0; i < count; ++i) Hash(data + i * block_size, block_size, out + i * out_stride);
+  size_t i = 0;
+  if (state_->fast) {
+    for (; i + 1 < count; i += 2) {
+      state_->fast->Hash2(data + i * block_size, data + (i + 1) * block_size, block_size,
+                          out + i * out_stride, out + (i + 1) * out_stride);
+    }
+  }
+  for (; i < count; ++i) Hash(data + i * block_size, block_size, out + i * out_stride);
 }
 
 }  // namespace evs::verity
