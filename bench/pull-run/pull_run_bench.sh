@@ -27,7 +27,7 @@
 # that deletes a file and makes a directory opaque.
 #
 # Usage: bench/pull-run/pull_run_bench.sh BUILD_DIR [WORK_DIR]
-# Env:   RUNS (default 3), IMAGE_MB (default 1400: ~1 GB, >= 300 MB gzip), VERITY (evs --verity,
+# Env:   RUNS (default 3), IMAGE_MB (default 1500: ~1 GB, >= 300 MB gzip), VERITY (evs --verity,
 #        default auto), MODES (default "overlayfs evs-unpack evs-cop"),
 #        REBUILD=1 (build the image again).
 # Needs: root, containerd, ctr, ctr-remote (stargz-snapshotter), runc,
@@ -39,7 +39,7 @@ BUILD=$(realpath "$BUILD")
 DAEMON="$BUILD/plugin/containerd-evs-grpc"
 WORK=${2:-/var/tmp/evs-pull-run-bench}
 RUNS=${RUNS:-3}
-IMAGE_MB=${IMAGE_MB:-1400}
+IMAGE_MB=${IMAGE_MB:-1500}
 VERITY=${VERITY:-auto}
 MODES=${MODES:-"overlayfs evs-unpack evs-cop evs-lazy"}
 
@@ -69,7 +69,7 @@ stop_world() {
   fi
   # The daemon unmounts what no container uses when it stops; anything
   # left is detached.
-  grep -o " $S/[^ ]*" /proc/self/mounts 2>/dev/null | sort -r | while read -r m; do
+  { grep -o " $S/[^ ]*" /proc/self/mounts 2>/dev/null || true; } | sort -r | while read -r m; do
     umount -l "$m" 2>/dev/null || true
   done
   rm -rf "$S"
@@ -306,7 +306,10 @@ EOF
 declare -A results
 for run in $(seq 1 "$RUNS"); do
   for mode in $MODES; do
-    r=$(sample "$mode")
+    # Not in $(…): the sample's daemons must be known to this shell, which
+    # stops them before the next sample and on exit.
+    sample "$mode" > "$WORK/sample.out"
+    r=$(cat "$WORK/sample.out")
     results[$mode]+="$r"$'\n'
     read -r total pull runs cpu disk fetched <<< "$r"
     printf '   run %d %-10s total %7.2f s (pull %6.2f, run %5.2f)  cpu %6.2f s  disk %5d MB  fetched %4d MB\n' \
