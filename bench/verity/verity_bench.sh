@@ -12,7 +12,7 @@
 #      verified mount (FUSE + EROFS) next to a plain file-backed EROFS mount.
 #
 # Usage: bench/verity/verity_bench.sh BUILD_DIR [WORK_DIR]   (as root)
-# Env:   RUNS (default 3; the best run counts), SKIP_CONVERT=1, SKIP_READ=1,
+# Env:   RUNS (default 5; the best run counts), SKIP_CONVERT=1, SKIP_READ=1,
 #        LAYER_SRC (directories tarred for part 2), WAIT_IDLE=seconds (wait
 #        up to that long for the 1-minute load average to drop below 1),
 #        NICE=-10 (run every measured command, floors included, at that
@@ -26,7 +26,7 @@ set -euo pipefail
 BUILD=${1:?usage: $0 BUILD_DIR [WORK_DIR]}
 EVS=$(realpath "$BUILD/src/cli/evs")
 WORK=${2:-/var/tmp/evs-verity-bench}
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 LAYER_SRC=${LAYER_SRC:-"/usr/lib/x86_64-linux-gnu /usr/lib/go-1.19"}
 SALT=5ea17c0011223344556677889900aabbccddeeff0102030405060708090a0b0c
 GIB=$((1 << 30))
