@@ -6,6 +6,8 @@
 #   overlayfs  containerd 1.6's own overlayfs snapshotter (the baseline)
 #   evs-unpack evs, containerd downloads and unpacks (convert_on_pull = false)
 #   evs-cop    evs convert-on-pull: evs downloads and converts every layer
+#   evs-cop-trusting  (not by default) convert-on-pull with verify_diff_id =
+#              false: what the diffID check costs
 #   evs-lazy   evs lazy pull of the image converted by `evs image convert`
 #              (blocks fetched when read; bytes fetched before the output
 #              are reported)
@@ -256,12 +258,14 @@ EOF
   local image=$ref
   case $mode in
     overlayfs) snap=overlayfs ;;
-    evs-unpack|evs-cop|evs-lazy)
-      local cop=true
+    evs-unpack|evs-cop|evs-cop-trusting|evs-lazy)
+      local cop=true diff=true
       [ "$mode" = evs-unpack ] && cop=false
+      [ "$mode" = evs-cop-trusting ] && diff=false
       [ "$mode" = evs-lazy ] && image=$lazy_ref
       "$DAEMON" --config /dev/null --root "$S/evs" --address "$S/evs.sock" --verity "$VERITY" \
-        --registry-config-path "" --convert-on-pull "$cop" > "$S/evs.log" 2>&1 &
+        --registry-config-path "" --convert-on-pull "$cop" --verify-diff-id "$diff" \
+        > "$S/evs.log" 2>&1 &
       evs_pid=$!
       wait_socket "$S/evs.sock" ;;
   esac

@@ -150,14 +150,17 @@ Result<StagedLayer> LayerStore::BuildFromBlob(ByteSource* blob, const Digest& bl
   std::string image = staged.image_path();
   // One pass (verity/layer_builder.h): decompression on its own thread, tar
   // entries into the EROFS writer, its blocks into the tree builder. The
-  // blob digest is checked at the end of the stream (the registry client
-  // checks it too, but the builder must not trust its source); the salt and
-  // UUIDs are fixed, so one blob always gives the same file.
+  // blob digest is checked at the end of the stream unless the source
+  // vouches for it (and always when the diffID is computed: the converter
+  // hashes both or neither); the salt and UUIDs are fixed, so one blob
+  // always gives the same file.
   verity::LayerBuildOptions build;
   build.mode = erofs::Mode::kFull;
   build.uuid_seed = blob_digest.ToString();
   build.name = name;
-  build.expected_blob_digest = blob_digest;
+  if (options.check_blob_digest || options.compute_diff_id) {
+    build.expected_blob_digest = blob_digest;
+  }
   build.compute_digests = options.compute_diff_id;
   build.max_tar_bytes = options.max_tar_bytes;
   build.hash_threads = options.hash_threads;

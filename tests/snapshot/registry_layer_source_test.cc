@@ -90,7 +90,7 @@ class RegistryLayerSourceTest : public ::testing::Test {
   }
 
   // Opens the snapshotter with a RegistryLayerSource in front of it.
-  void Open(RegistryLayerSourceOptions options = {}) {
+  void Open(RegistryLayerSourceOptions options = {}, bool verify_chain = true) {
     options.client = client_.get();
     options.retry =
         registry::RetryPolicy{2, std::chrono::milliseconds(50), std::chrono::milliseconds(100),
@@ -102,6 +102,7 @@ class RegistryLayerSourceTest : public ::testing::Test {
     so.root = root();
     so.verity = VerityMode::kOff;
     so.remote = source_.get();
+    so.verify_remote_chain = verify_chain;
     auto sn = Snapshotter::Open(so);
     ASSERT_TRUE(sn.ok()) << sn.status().ToString();
     sn_ = std::move(*sn);
@@ -321,6 +322,26 @@ TEST_F(RegistryLayerSourceTest, ACorruptedBlobFallsBackToUnpackingAndLeavesNothi
   auto stats = sn_->GetStats();
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ(stats->remote_fallbacks, 1);
+}
+
+TEST_F(RegistryLayerSourceTest, WithoutDiffIdsACorruptedBlobIsStillRefused) {
+  // verify_diff_id = false: no hashing in the converter; the registry
+  // client's digest check fails the stream before it ends.
+  auto proxy = FaultProxy::Start(
+      registry_->host(),
+      R"([{"path":"/blobs/","method":"GET","fault":"corrupt","after_bytes":100}])");
+  ASSERT_TRUE(proxy.ok()) << proxy.status().ToString();
+  PushedImage image = Push(registry_->host(), "cop/trusting", HidingImage());
+  RegistryLayerSourceOptions options;
+  options.compute_diff_id = false;
+  Open(options, /*verify_chain=*/false);
+  Labels labels = CriLabels(image, 0, (*proxy)->host() + "/cop/trusting:v1");
+  EXPECT_TRUE(PrepareLayer(image, 0, labels).ok()) << "fell back";
+  EXPECT_EQ(sn_->Stat(image.chain[0]).status().code(), Code::kNotFound);
+  EXPECT_TRUE(ListDir(root() + "/layers/sha256").empty());
+  EXPECT_TRUE(ListDir(root() + "/layers/tmp").empty());
+  // Uncorrupted, the same layer is converted and committed without a diffID.
+  EXPECT_EQ(PrepareLayer(image, 0, CriLabels(image, 0)).code(), Code::kAlreadyExists);
 }
 
 TEST_F(RegistryLayerSourceTest, AnUnreachableRegistryFallsBackAndIsNotAskedAgainAtOnce) {

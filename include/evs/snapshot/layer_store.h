@@ -57,6 +57,12 @@ struct BlobLayerOptions {
   // (docs/tar.md); the only proof that the blob is the layer the image
   // config says it is.
   bool compute_diff_id = true;
+  // Check the blob digest here while streaming. false only when the source
+  // checks it itself and fails the stream on a mismatch before it ends
+  // (RegistryClient::FetchBlob into a BytePipe does), to save a SHA-256
+  // pass over the blob; the digest is then computed here only along with a
+  // diffID (today's converter computes both or neither).
+  bool check_blob_digest = true;
   // Cap on the uncompressed tar (ResourceExhausted beyond it: a gzip bomb
   // from a hostile registry). 0: none.
   uint64_t max_tar_bytes = 0;
@@ -81,7 +87,8 @@ class LayerStore {
   // Builds layer.erofs with its verity tree from the layer blob read from
   // `blob` to its end (tar, gzip or zstd; DESIGN.md §1 convert-on-pull): one
   // streaming pass, no copy of the blob on disk. The blob must hash to
-  // `blob_digest` (DataLoss otherwise, and nothing is kept); the record's
+  // `blob_digest` (DataLoss otherwise — checked here, or by the source when
+  // options.check_blob_digest is false — and nothing is kept); the record's
   // digest is the blob digest, so a layer is stored once however many
   // images use it, and its diff_id is set when computed. Errors name the
   // layer. Blocks until the stream ends; thread-safe.
