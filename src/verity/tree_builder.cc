@@ -116,7 +116,7 @@ class DigestStore {
   UniqueFd spill_;
 };
 
-// Hashes each of `count` hash blocks (`block_size` bytes at `data`) into
+// Hashes each of `count` blocks (`block_size` bytes at `data`) into
 // `out` (one slot each), splitting big batches across the pool.
 void HashBatch(WorkerPool& pool, std::vector<std::unique_ptr<BlockHasher>>& hashers,
                const uint8_t* data, size_t block_size, size_t count, uint8_t* out, size_t slot) {
