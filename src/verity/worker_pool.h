@@ -4,8 +4,8 @@
 // whole-image verifier use it to hash level 0 on every core (issue 3:
 // "level 0 hashing uses both cores when the input is large"). A job costs
 // two condition-variable hand-offs per worker (microseconds: a wake-up
-// each), so callers only split work of a megabyte or more. Run() is not reentrant: one job at a
-// time.
+// each), so callers only split work of a megabyte or more. Run() is not
+// reentrant: one job at a time.
 #pragma once
 
 #include <condition_variable>
