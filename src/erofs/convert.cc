@@ -42,16 +42,19 @@ Status Convert(ChunkSource* tar_stream, int out_fd, const ConvertOptions& option
 
 Result<ConvertResult> ConvertLayer(ByteSource* blob, int out_fd, const ConvertOptions& options) {
   ConvertResult result;
-  const bool digests = options.compute_digests || options.expected_blob_digest.has_value() ||
+  const bool blob_digest = options.compute_digests || options.expected_blob_digest.has_value();
+  const bool diff_id = options.compute_digests || options.compute_diff_id ||
                        options.expected_diff_id.has_value();
-  if (digests) {
-    // LayerStream hashes and checks both digests (and spreads the hashing
-    // over the pipeline's threads).
+  if (blob_digest || diff_id) {
+    // LayerStream hashes and checks the digests asked for (and spreads the
+    // hashing over the pipeline's threads).
     tar::LayerStreamOptions stream_options;
     stream_options.input_name = options.writer.input_name;
     stream_options.max_tar_bytes = options.max_tar_bytes;
     stream_options.expected_blob_digest = options.expected_blob_digest;
     stream_options.expected_diff_id = options.expected_diff_id;
+    stream_options.compute_blob_digest = blob_digest;
+    stream_options.compute_diff_id = diff_id;
     EVS_ASSIGN_OR_RETURN(std::unique_ptr<tar::LayerStream> stream,
                          tar::LayerStream::Open(blob, stream_options));
     EVS_RETURN_IF_ERROR(Convert(stream.get(), out_fd, options, &result));

@@ -72,6 +72,7 @@ Result<LayerInfo> BuildLayer(const LayerInput& input, const std::string& out_pat
     convert.expected_diff_id = options.expected_diff_id;
     convert.max_tar_bytes = options.max_tar_bytes;
     convert.compute_digests = options.compute_digests;
+    convert.compute_diff_id = options.compute_diff_id;
     EVS_ASSIGN_OR_RETURN(erofs::ConvertResult result,
                          erofs::ConvertLayer(input.tar, file.fd(), convert));
     info.image = result.image;

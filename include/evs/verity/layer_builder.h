@@ -51,6 +51,10 @@ struct LayerBuildOptions {
   // compute_digests: two more SHA-256 passes, about 0.8 × the cost of
   // inflating, on threads of their own).
   bool compute_digests = false;
+  // Tar input: compute the diffID alone (erofs::ConvertOptions::
+  // compute_diff_id): one SHA-256 pass over the tar, not over the blob,
+  // for callers whose source checks the blob digest itself.
+  bool compute_diff_id = false;
 
   // Append the verity tree (the default; off only to measure its cost).
   bool verity = true;
@@ -76,8 +80,8 @@ struct LayerInfo {
   // sizes — what metadata.db records and the manifest annotations carry.
   std::optional<VerityDescriptor> verity;
   uint64_t file_size = 0;  // image + superblock + tree
-  // Tar input only, when computed (compute_digests, or an expected digest
-  // given): from the tar module, computed while streaming.
+  // Tar input only, each when computed (compute_digests, compute_diff_id,
+  // or an expected digest given): from the tar module, while streaming.
   std::optional<Digest> blob_digest;
   std::optional<Digest> diff_id;
   tar::Compression compression = tar::Compression::kNone;
