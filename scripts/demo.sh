@@ -218,17 +218,13 @@ step "ctr run (convert-on-pull)" $CTR -n pull run --rm --snapshotter evs "$IMAGE
 
 echo "== 5. lazy pull: evs image convert, then ctr-remote images rpull (blocks fetched when read)"
 lazy_convert() {
-  "$EVS" image convert --hosts-dir "" "$IMAGE" "$HOST/demo/app:erofs" >/dev/null
-  # containerd 1.6/1.7 take only OCI/Docker layer media types as layers;
-  # application/vnd.erofs.layer.v1 (what the converter writes, containerd
-  # 2.3's name) is retagged as application/vnd.oci.image.layer.v1.erofs for
-  # this containerd (docs/snapshotter.md, "Lazy pulling").
-  skopeo inspect --raw --tls-verify=false "docker://$HOST/demo/app:erofs" |
-    sed 's|application/vnd.erofs.layer.v1|application/vnd.oci.image.layer.v1.erofs|g' \
-    > "$WORK/lazy-manifest.json"
-  curl -sf -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
-    --data-binary @"$WORK/lazy-manifest.json" "http://$HOST/v2/demo/app/manifests/lazy" >/dev/null
+  # --layer-media-type oci: containerd 1.6/1.7 take only OCI/Docker layer
+  # media types as layers, so the layers are typed
+  # application/vnd.oci.image.layer.v1.erofs (the default,
+  # application/vnd.erofs.layer.v1, is containerd 2.3's name; docs/lazy.md).
   LAZY="$HOST/demo/app:lazy"
+  "$EVS" image convert --layer-media-type oci --hosts-dir "" "$IMAGE" "$LAZY" >/dev/null
+  skopeo inspect --raw --tls-verify=false "docker://$LAZY" > "$WORK/lazy-manifest.json"
   LAZY_LAYERS=$(layer_digests < "$WORK/lazy-manifest.json")
 }
 step "evs image convert (layers become EROFS + dm-verity tree)" lazy_convert

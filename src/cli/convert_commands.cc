@@ -20,7 +20,6 @@
 
 namespace evs::cli {
 
-
 namespace {
 
 struct ConvertFlags {
@@ -30,6 +29,7 @@ struct ConvertFlags {
   int jobs = 2;
   int hash_threads = 1;
   std::string scratch_dir;
+  std::string layer_media_type = "erofs";
   RegistryFlags registry;  // for both registries
 };
 
@@ -48,8 +48,9 @@ Status RunConvert(const ConvertFlags& flags) {
   options.parallel_layers = flags.jobs;
   options.hash_threads = flags.hash_threads;
   options.scratch_dir = flags.scratch_dir;
-  EVS_ASSIGN_OR_RETURN(auto client,
-                       NewRegistryClient(flags.registry, {src, dst}, std::max(flags.jobs, 1) * 2 + 2));
+  EVS_ASSIGN_OR_RETURN(options.layer_media_type, lazy::ParseLayerMediaType(flags.layer_media_type));
+  EVS_ASSIGN_OR_RETURN(
+      auto client, NewRegistryClient(flags.registry, {src, dst}, std::max(flags.jobs, 1) * 2 + 2));
 
   const auto start = std::chrono::steady_clock::now();
   EVS_ASSIGN_OR_RETURN(lazy::ImageConvertResult result,
@@ -86,7 +87,7 @@ void AddConvertCommands(CLI::App& app, Status* status) {
   CLI::App* cmd = image->add_subcommand(
       "convert",
       "Convert SRC into DST with EROFS + dm-verity layers that evs can mount lazily "
-      "(application/vnd.erofs.layer.v1; prints DST@digest)");
+      "(prints DST@digest)");
   cmd->add_option("SRC", flags->src, "Source image, e.g. docker.io/library/python:3.12")
       ->required();
   cmd->add_option("DST", flags->dst, "Destination, e.g. registry:5000/python:3.12-evs")->required();
@@ -96,6 +97,12 @@ void AddConvertCommands(CLI::App& app, Status* status) {
                 "Convert every platform of SRC's index and push an index");
   cmd->add_option("-j,--jobs", flags->jobs, "Layers converted at once")->capture_default_str();
   cmd->add_option("--hash-threads", flags->hash_threads, "Threads hashing each layer's verity tree")
+      ->capture_default_str();
+  cmd->add_option("--layer-media-type", flags->layer_media_type,
+                  "erofs: application/vnd.erofs.layer.v1 (containerd 2.3+); oci: "
+                  "application/vnd.oci.image.layer.v1.erofs, which containerd 1.6/1.7 pull as a "
+                  "layer (docs/lazy.md)")
+      ->check(CLI::IsMember({"erofs", "oci"}))
       ->capture_default_str();
   cmd->add_option("--scratch-dir", flags->scratch_dir,
                   "Where layer files are built before upload (default: $TMPDIR or /tmp)");

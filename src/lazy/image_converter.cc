@@ -113,7 +113,7 @@ std::map<Digest, oci::Descriptor> ExistingConversions(registry::RegistryClient& 
     if (!m.ok()) continue;
     for (const auto& layer : m->layers) {
       auto src = layer.annotations.find(std::string(kSourceLayerAnnotation));
-      if (layer.media_type != oci::kErofsLayer || src == layer.annotations.end()) continue;
+      if (!IsErofsLayerMediaType(layer.media_type) || src == layer.annotations.end()) continue;
       if (!ParseLayerVerity(layer.annotations, "existing layer").ok()) continue;
       auto d = Digest::Parse(src->second);
       if (d.ok()) out.emplace(*d, layer);
@@ -127,14 +127,14 @@ Result<ConvertedLayer> ConvertLayer(registry::RegistryClient& client, const oci:
                                     const oci::Reference& dst, const std::string& scratch,
                                     const ImageConvertOptions& options) {
   const std::string name = StrCat("layer ", source.digest.ToString());
-  auto format = oci::ClassifyLayer(source.media_type);
-  if (!format.ok()) {
-    return FailedPreconditionError(name, ": media type ", source.media_type,
-                                   " is not a layer evs can convert");
-  }
-  if (*format == oci::LayerFormat::kErofs) {
+  // Under either name (oci::ClassifyLayer knows only the first).
+  if (IsErofsLayerMediaType(source.media_type)) {
     return FailedPreconditionError(name, ": already an EROFS layer (", source.media_type,
                                    "); the image is converted already");
+  }
+  if (!oci::ClassifyLayer(source.media_type).ok()) {
+    return FailedPreconditionError(name, ": media type ", source.media_type,
+                                   " is not a layer evs can convert");
   }
   const auto start = std::chrono::steady_clock::now();
   const std::string out = JoinPath(scratch, source.digest.hex() + ".erofs");
@@ -171,7 +171,7 @@ Result<ConvertedLayer> ConvertLayer(registry::RegistryClient& client, const oci:
   result.source = source;
   result.converted_now = true;
   oci::Descriptor& d = result.converted;
-  d.media_type = std::string(oci::kErofsLayer);
+  d.media_type = std::string(LayerMediaTypeName(options.layer_media_type));
   d.digest = digest;
   d.size = static_cast<int64_t>(info->file_size);
   LayerVerity v;
@@ -223,6 +223,25 @@ bool IsAttestation(const oci::Descriptor& d) {
 }
 
 }  // namespace
+
+Result<LayerMediaType> ParseLayerMediaType(std::string_view text) {
+  if (text == "erofs") return LayerMediaType::kErofs;
+  if (text == "oci") return LayerMediaType::kOciErofs;
+  return InvalidArgumentError("layer media type \"", text.substr(0, 64), "\": want erofs (",
+                              oci::kErofsLayer, ") or oci (", kOciErofsLayer, ")");
+}
+
+std::string_view LayerMediaTypeName(LayerMediaType type) {
+  return type == LayerMediaType::kOciErofs ? kOciErofsLayer : oci::kErofsLayer;
+}
+
+bool IsErofsLayerMediaType(std::string_view media_type) {
+  media_type = media_type.substr(0, media_type.find(';'));
+  while (!media_type.empty() && (media_type.back() == ' ' || media_type.back() == '\t')) {
+    media_type.remove_suffix(1);
+  }
+  return media_type == oci::kErofsLayer || media_type == kOciErofsLayer;
+}
 
 Result<ImageConvertResult> ConvertImage(registry::RegistryClient& client, const oci::Reference& src,
                                         const oci::Reference& dst,
@@ -319,6 +338,9 @@ Result<ImageConvertResult> ConvertImage(registry::RegistryClient& client, const 
     if (exists.ok() && *exists) {
       t.result.source = t.source;
       t.result.converted = it->second;
+      // The blob is the same under either name; the descriptor says what
+      // this run was asked for.
+      t.result.converted.media_type = std::string(LayerMediaTypeName(options.layer_media_type));
       t.done = true;
       EVS_LOG(kInfo) << "layer already converted in the destination"
                      << Kv("layer", t.source.digest.Short())

@@ -294,6 +294,48 @@ TEST_F(ImageConvert, RefusesAnImageWhoseLayersAreAlreadyErofs) {
   EXPECT_NE(again.status().message().find("already an EROFS layer"), std::string::npos);
 }
 
+TEST_F(ImageConvert, TheOciMediaTypeChangesOnlyTheLayerDescriptors) {
+  const std::string evs = evs::testing::BuildDir() + "/src/cli/evs";
+  if (::access(evs.c_str(), X_OK) != 0) GTEST_SKIP() << "the evs binary is not built";
+  auto erofs = ConvertImage(*client_, Ref(Host() + "/src/app:v1"), Ref(Host() + "/conv/mt:erofs"));
+  ASSERT_TRUE(erofs.ok()) << erofs.status().ToString();
+  // The CLI flag, into the same repository: the layers of the first
+  // conversion are reused (nothing converted or pushed), only their type
+  // changes.
+  auto run = evs::testing::Sh(evs + " image convert --layer-media-type oci " + Host() +
+                              "/src/app:v1 " + Host() + "/conv/mt:erofs");
+  ASSERT_EQ(run.exit_code, 0) << run.stderr_data;
+  auto fetched = client_->FetchManifest(Ref(Host() + "/conv/mt:erofs"));
+  ASSERT_TRUE(fetched.ok()) << fetched.status().ToString();
+  auto manifest = oci::ImageManifest::Parse(fetched->bytes);
+  ASSERT_TRUE(manifest.ok());
+  EXPECT_NE(fetched->descriptor.digest.ToString(), erofs->top.digest.ToString());
+  EXPECT_EQ(manifest->config.digest.ToString(), erofs->manifests[0].config.digest.ToString());
+  ASSERT_EQ(manifest->layers.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(manifest->layers[i].media_type, kOciErofsLayer);
+    EXPECT_EQ(manifest->layers[i].digest.ToString(),
+              erofs->manifests[0].layers[i].converted.digest.ToString());
+    EXPECT_EQ(manifest->layers[i].annotations, erofs->manifests[0].layers[i].converted.annotations);
+  }
+  // Converted afresh elsewhere, the same bytes; and such an image is
+  // recognised as converted already.
+  ImageConvertOptions oci_type;
+  oci_type.layer_media_type = LayerMediaType::kOciErofs;
+  auto fresh =
+      ConvertImage(*client_, Ref(Host() + "/src/app:v1"), Ref(Host() + "/conv/mt2:oci"), oci_type);
+  ASSERT_TRUE(fresh.ok()) << fresh.status().ToString();
+  EXPECT_EQ(fresh->top.digest, fetched->descriptor.digest);
+  auto again = ConvertImage(*client_, Ref(Host() + "/conv/mt2:oci"), Ref(Host() + "/conv/mt3:x"));
+  EXPECT_EQ(again.status().code(), Code::kFailedPrecondition) << again.status().ToString();
+  EXPECT_NE(again.status().message().find("already an EROFS layer"), std::string::npos);
+
+  auto bad = evs::testing::Sh(evs + " image convert --layer-media-type tar " + Host() +
+                              "/src/app:v1 " + Host() + "/conv/mt:bad");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_FALSE(ParseLayerMediaType("tar").ok());
+}
+
 TEST_F(ImageConvert, NamesTheMissingPlatform) {
   ImageConvertOptions options;
   options.platforms = {*oci::Platform::Parse("linux/s390x")};

@@ -2,7 +2,8 @@
 // §4). Pulls SRC, turns each layer into a full-mode EROFS image with its
 // dm-verity tree appended (verity::BuildLayer, fed straight from the
 // registry stream: the source blob is never stored), and pushes to DST the
-// layers (media type application/vnd.erofs.layer.v1 with the dm-verity
+// layers (media type application/vnd.erofs.layer.v1, or the OCI-prefixed
+// name containerd 1.6/1.7 accept as a layer, with the dm-verity
 // annotations of annotations.h), a config whose rootfs.diff_ids are the
 // digests of the new layer files (an EROFS layer is not compressed, so its
 // diffID is its blob digest), and an OCI manifest per platform — under an
@@ -18,6 +19,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "evs/common/status.h"
@@ -27,6 +29,26 @@
 #include "evs/registry/client.h"
 
 namespace evs::lazy {
+
+// The OCI-prefixed name of an EROFS layer. containerd 1.6 and 1.7 treat as
+// layers only media types starting with application/vnd.oci.image.layer.
+// (or Docker's) — images.IsLayerType — so only under this name does a
+// converted layer reach a snapshotter's Prepare with its labels there;
+// containerd 2.1-2.2's EROFS differ also takes a type ending in ".erofs"
+// as native (reference/containerd-erofs.md §4).
+inline constexpr std::string_view kOciErofsLayer = "application/vnd.oci.image.layer.v1.erofs";
+
+// The media type converted layers are pushed with (docs/lazy.md, "Which
+// media type").
+enum class LayerMediaType {
+  kErofs,     // application/vnd.erofs.layer.v1: containerd 2.3+'s name (issue 6)
+  kOciErofs,  // kOciErofsLayer: what containerd 1.6/1.7 pull as a layer
+};
+// "erofs" or "oci"; anything else is InvalidArgument.
+Result<LayerMediaType> ParseLayerMediaType(std::string_view text);
+std::string_view LayerMediaTypeName(LayerMediaType type);  // the media type itself
+// True for both names of an EROFS layer (parameters after ';' ignored).
+bool IsErofsLayerMediaType(std::string_view media_type);
 
 struct ImageConvertOptions {
   // Platforms to convert; empty means the host's (oci::HostPlatform()).
@@ -46,6 +68,9 @@ struct ImageConvertOptions {
   std::string scratch_dir;
   // Cap on a layer's uncompressed tar (0: none).
   uint64_t max_tar_bytes = 0;
+  // The media type of the pushed layers. Only the descriptors differ: the
+  // layer blobs, and so the config, are the same either way.
+  LayerMediaType layer_media_type = LayerMediaType::kErofs;
 };
 
 struct ConvertedLayer {
