@@ -58,10 +58,23 @@ void ContainerdWithEvs::SetUp() {
 
   evs::testing::LocalRegistryOptions ro;
   ro.access_log = options_.registry_access_log;
+  ro.htpasswd_user = options_.registry_user;
+  ro.htpasswd_password = options_.registry_password;
+  if (!ro.htpasswd_user.empty() && !evs::testing::HaveProgram("htpasswd")) {
+    GTEST_SKIP() << "needs htpasswd (apt-get install apache2-utils)";
+  }
   auto registry = LocalRegistry::Start(ro);
   if (!registry.ok()) GTEST_SKIP() << registry.status().message();
   registry_ = std::move(*registry);
   WriteHostsToml(HostsDir(), registry_->host(), registry_->url());
+  if (!options_.registry_user.empty()) {
+    // registry/credentials.h: "auths" with auth = base64(user:password).
+    std::string auth =
+        ShOk("printf %s " + Quote(options_.registry_user + ":" + options_.registry_password) +
+             " | base64 -w0");
+    WriteFile(DockerConfig(),
+              "{\"auths\":{\"" + registry_->host() + "\":{\"auth\":\"" + auth + "\"}}}\n");
+  }
   StartEvs();
   StartContainerd();
 }
@@ -102,6 +115,10 @@ void ContainerdWithEvs::StartEvs(const std::vector<std::string>& extra) {
   if (std::find(extra.begin(), extra.end(), "--registry-config-path") == extra.end()) {
     argv.insert(argv.end(), {"--registry-config-path", HostsDir()});
   }
+  if (!options_.registry_user.empty() &&
+      std::find(extra.begin(), extra.end(), "--docker-config") == extra.end()) {
+    argv.insert(argv.end(), {"--docker-config", DockerConfig()});
+  }
   argv.insert(argv.end(), extra.begin(), extra.end());
   evs_flags_ = extra;
   // A socket left by a killed daemon would look like the new one's.
@@ -138,6 +155,16 @@ void ContainerdWithEvs::StartContainerd() {
   ASSERT_TRUE(WaitForSocket(CtrSocket(), containerd_)) << Tail(dir_.Join("containerd.log"));
 }
 
+std::string ContainerdWithEvs::PullUser() const {
+  if (options_.registry_user.empty()) return "";
+  return " --user " + Quote(options_.registry_user + ":" + options_.registry_password);
+}
+
+std::string ContainerdWithEvs::Creds() const {
+  if (options_.registry_user.empty()) return "";
+  return " --creds " + Quote(options_.registry_user + ":" + options_.registry_password);
+}
+
 std::string ContainerdWithEvs::CtrCommand(const std::string& args, const std::string& ns) const {
   return "ctr --address " + CtrSocket() + " --namespace " + ns + " " + args;
 }
@@ -171,13 +198,17 @@ std::string ContainerdWithEvs::PushImage(const std::string& name,
   }
   ShOk("umoci config --image " + Quote(layout + ":v1") + " --config.cmd /bin/sh");
   std::string ref = registry_->host() + "/evs-test/" + name + ":v1";
-  ShOk("skopeo copy --quiet --dest-tls-verify=false oci:" + Quote(layout + ":v1") + " docker://" +
-       ref);
+  std::string creds =
+      options_.registry_user.empty()
+          ? ""
+          : " --dest-creds " + Quote(options_.registry_user + ":" + options_.registry_password);
+  ShOk("skopeo copy --quiet --dest-tls-verify=false" + creds + " oci:" + Quote(layout + ":v1") +
+       " docker://" + ref);
   return ref;
 }
 
 std::vector<std::string> ContainerdWithEvs::LayerDigests(const std::string& ref) {
-  std::string raw = ShOk("skopeo inspect --raw --tls-verify=false docker://" + ref);
+  std::string raw = ShOk("skopeo inspect --raw --tls-verify=false" + Creds() + " docker://" + ref);
   std::vector<std::string> digests;
   auto manifest = nlohmann::json::parse(raw, nullptr, /*allow_exceptions=*/false);
   EXPECT_FALSE(manifest.is_discarded()) << raw;

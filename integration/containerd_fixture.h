@@ -41,6 +41,10 @@ struct WorldOptions {
   bool cri = false;
   // The registry logs every request with its user agent.
   bool registry_access_log = false;
+  // The registry wants this user and password (htpasswd): the fixture's
+  // skopeo calls pass them, evs reads them from DockerConfig() (its
+  // --docker-config), pulls pass them with --user (PullUser()).
+  std::string registry_user, registry_password;
 };
 
 class ContainerdWithEvs : public ::testing::Test {
@@ -68,6 +72,13 @@ class ContainerdWithEvs : public ::testing::Test {
   // `server` ("http://127.0.0.1:port").
   static void WriteHostsToml(const std::string& dir, const std::string& registry,
                              const std::string& server);
+  // The Docker config.json the daemon is started with when the registry
+  // wants a password (WorldOptions::registry_user).
+  std::string DockerConfig() const { return dir_.Join("docker-config.json"); }
+  // " --user USER:PASSWORD" for ctr and ctr-remote pulls (and " --creds …"
+  // for skopeo and evs), or "" for an open registry.
+  std::string PullUser() const;
+  std::string Creds() const;
 
   std::string CtrCommand(const std::string& args, const std::string& ns = "evs-test") const;
   // Runs ctr; fails the test on a non-zero exit; returns its output.
@@ -81,7 +92,9 @@ class ContainerdWithEvs : public ::testing::Test {
   // the registry's storage).
   std::vector<std::string> LayerDigests(const std::string& ref);
 
-  void Pull(const std::string& ref) { Ctr("images pull --plain-http --snapshotter evs " + ref); }
+  void Pull(const std::string& ref) {
+    Ctr("images pull --plain-http --snapshotter evs" + PullUser() + " " + ref);
+  }
   // `ctr run --rm` of `script` under /bin/sh; returns its output.
   std::string Run(const std::string& ref, const std::string& id, const std::string& script,
                   const std::string& ns = "evs-test");

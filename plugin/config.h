@@ -41,7 +41,8 @@ struct DaemonConfig {
   std::string registry_config_path = "/etc/containerd/certs.d";
   // Docker config.json with registry credentials (auths, credHelpers,
   // credsStore). "": $DOCKER_CONFIG/config.json, else
-  // $HOME/.docker/config.json. Read at start.
+  // $HOME/.docker/config.json. Read at start, and by each lazy layer's
+  // process when it starts.
   std::string docker_config;
   // Layers converted at once.
   int max_concurrent_conversions = 3;

@@ -205,6 +205,7 @@ int Run(int argc, char** argv) {
   options.lazy = config->lazy_pull;
   options.lazy_background = config->lazy_background_fetch;
   options.registry_hosts_dir = config->registry_config_path;
+  options.docker_config = config->docker_config;
   auto sn = evs::snapshot::Snapshotter::Open(options);
   if (!sn.ok()) {
     EVS_LOG(kError) << "cannot open the snapshotter" << evs::Kv("error", sn.status().ToString());

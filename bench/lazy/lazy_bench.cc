@@ -4,6 +4,7 @@
 //
 //   lazy_bench --registry HOST [--shaped HOST] [--work DIR] [--big-mb N]
 //              [--filler-mb N] [--runs N] [--sweep-fetch-size] [--full-pull]
+//              [--throughput-only]
 //
 // HOST is a plain-http registry ("127.0.0.1:5000"); --shaped names the same
 // storage behind the shaped link of bench/lazy/shaped-link.sh (100 Mbit/s,
@@ -26,6 +27,7 @@
 //    fetch sizes 64 KiB … 2 MiB, which is how LazyFetchOptions::fetch_size
 //    was chosen. With --full-pull also the time to download the whole blob
 //    over the same link, for the ratio lazy / full.
+// --throughput-only stops after 1 (bench/lazy/lazy_e2e_bench.sh uses it).
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <unistd.h>
@@ -112,7 +114,7 @@ uint64_t ReadAll(const std::string& path) {
 struct Flags {
   std::string registry, shaped, work = "/var/tmp/evs-lazy-bench";
   int big_mb = 256, filler_mb = 100, runs = 3;
-  bool sweep = false, full_pull = false;
+  bool sweep = false, full_pull = false, throughput_only = false;
 };
 
 // Files python3.11 opens at start-up for a few common imports, as paths
@@ -346,6 +348,8 @@ int main(int argc, char** argv) {
       flags.sweep = true;
     else if (a == "--full-pull")
       flags.full_pull = true;
+    else if (a == "--throughput-only")
+      flags.throughput_only = true;
     else {
       std::fprintf(stderr, "usage: see the comment at the top of bench/lazy/lazy_bench.cc\n");
       return 2;
@@ -359,6 +363,7 @@ int main(int argc, char** argv) {
   auto client = Must(registry::RegistryClient::Create({}), "client");
   BenchLayer b = BuildLayer(*client, flags);
   Throughput(*client, b, flags);
+  if (flags.throughput_only) return 0;
 
   std::vector<std::pair<std::string, std::string>> registries = {{"direct", flags.registry}};
   if (!flags.shaped.empty()) registries.push_back({"shaped", flags.shaped});

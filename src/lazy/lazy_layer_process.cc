@@ -38,16 +38,17 @@ std::vector<std::string> LazyLayerArgv(const LazyLayerArgs& a) {
           a.cache_dir,
           a.target,
           a.hosts_dir.empty() ? "-" : a.hosts_dir,
+          a.docker_config.empty() ? "-" : a.docker_config,
           std::to_string(a.fetch_size),
           std::to_string(a.background_bandwidth),
           a.background ? "background" : "no-background"};
 }
 
 Result<LazyLayerArgs> ParseLazyLayerArgv(const std::vector<std::string>& argv) {
-  if (argv.size() != 13 || argv[0] != kServeLazyLayerCommand) {
+  if (argv.size() != 14 || argv[0] != kServeLazyLayerCommand) {
     return InvalidArgumentError(kServeLazyLayerCommand,
                                 ": want REPOSITORY DIGEST SIZE ROOT_DIGEST HASH_OFFSET BLOCK_SIZE "
-                                "CACHE_DIR TARGET HOSTS_DIR FETCH_SIZE BANDWIDTH "
+                                "CACHE_DIR TARGET HOSTS_DIR DOCKER_CONFIG FETCH_SIZE BANDWIDTH "
                                 "background|no-background");
   }
   LazyLayerArgs a;
@@ -67,18 +68,19 @@ Result<LazyLayerArgs> ParseLazyLayerArgv(const std::vector<std::string>& argv) {
     return InvalidArgumentError(kServeLazyLayerCommand, ": empty cache directory or target");
   }
   a.hosts_dir = argv[9] == "-" ? "" : argv[9];
-  EVS_ASSIGN_OR_RETURN(uint64_t fetch_size, ParseNumber(argv[10], "fetch size"));
+  a.docker_config = argv[10] == "-" ? "" : argv[10];
+  EVS_ASSIGN_OR_RETURN(uint64_t fetch_size, ParseNumber(argv[11], "fetch size"));
   if (fetch_size > (64u << 20)) {
     return InvalidArgumentError(kServeLazyLayerCommand, ": fetch size ", fetch_size,
                                 " over 64 MiB");
   }
   a.fetch_size = static_cast<uint32_t>(fetch_size);
-  EVS_ASSIGN_OR_RETURN(a.background_bandwidth, ParseNumber(argv[11], "bandwidth"));
-  if (argv[12] != "background" && argv[12] != "no-background") {
-    return InvalidArgumentError(kServeLazyLayerCommand, ": \"", argv[12],
+  EVS_ASSIGN_OR_RETURN(a.background_bandwidth, ParseNumber(argv[12], "bandwidth"));
+  if (argv[13] != "background" && argv[13] != "no-background") {
+    return InvalidArgumentError(kServeLazyLayerCommand, ": \"", argv[13],
                                 "\" is neither background nor no-background");
   }
-  a.background = argv[12] == "background";
+  a.background = argv[13] == "background";
   return a;
 }
 
@@ -99,7 +101,7 @@ int ServeLazyLayer(const LazyLayerArgs& args, int status_fd) {
                                           std::unique_ptr<BackgroundFetcher>>> {
     registry::RegistryOptions options;
     options.hosts_dir = args.hosts_dir;
-    EVS_ASSIGN_OR_RETURN(auto docker, registry::DockerConfigCredentials::Load());
+    EVS_ASSIGN_OR_RETURN(auto docker, registry::DockerConfigCredentials::Load(args.docker_config));
     options.credentials = std::shared_ptr<registry::CredentialStore>(std::move(docker));
     EVS_ASSIGN_OR_RETURN(auto client, registry::RegistryClient::Create(std::move(options)));
     std::unique_ptr<BackgroundFetcher> fetcher;

@@ -341,9 +341,8 @@ Status LayerMounter::MountLazy(const LayerRecord& layer, const lazy::LazyLayerAr
                               ": lazy layers are served by a process of their own, and no "
                               "command to start one is configured");
   }
-  std::string target = MountPath(layer.id);
   Mounted mounted;
-  mounted.target = target;
+  mounted.target = MountPath(layer.id);
   // lazy/lazy_layer.cc keeps its FUSE file in the cache directory.
   if (Adopt(layer.id, lazy::kServeLazyLayerCommand, JoinPath(args.cache_dir, "fuse"), &mounted)) {
     EVS_LOG(kInfo) << "adopted a lazy layer its process still serves" << Kv("layer", layer.digest)
@@ -352,24 +351,76 @@ Status LayerMounter::MountLazy(const LayerRecord& layer, const lazy::LazyLayerAr
     return OkStatus();
   }
   EVS_RETURN_IF_ERROR(ClearStale(layer.id));
+  EVS_ASSIGN_OR_RETURN(PendingMount pending, StartLazy(layer, args));
+  Install(std::move(pending));
+  return OkStatus();
+}
+
+LayerMounter::PendingMount::PendingMount() = default;
+LayerMounter::PendingMount::PendingMount(PendingMount&&) noexcept = default;
+LayerMounter::PendingMount& LayerMounter::PendingMount::operator=(PendingMount&& other) noexcept {
+  if (this != &other) {
+    Undo();
+    layer_id_ = other.layer_id_;
+    pid_file_ = std::move(other.pid_file_);
+    mounted_ = std::move(other.mounted_);
+  }
+  return *this;
+}
+LayerMounter::PendingMount::~PendingMount() { Undo(); }
+
+void LayerMounter::PendingMount::Undo() {
+  if (!mounted_) return;
+  Status s = mounted_->Unmount();
+  if (!s.ok()) {
+    // Nothing uses a mount nobody was told about; the process is stuck.
+    EVS_LOG(kWarning) << "lazy layer mount not undone; its process is left to Cleanup"
+                      << Kv("path", mounted_->target) << Kv("error", s.ToString());
+    mounted_->Release();
+  } else {
+    ::unlink(pid_file_.c_str());
+    ::rmdir(mounted_->target.c_str());
+  }
+  mounted_.reset();
+}
+
+Result<LayerMounter::PendingMount> LayerMounter::StartLazy(const LayerRecord& layer,
+                                                           const lazy::LazyLayerArgs& args) const {
+  if (verifier_command_.empty()) {
+    return UnimplementedError("layer ", layer.digest,
+                              ": lazy layers are served by a process of their own, and no "
+                              "command to start one is configured");
+  }
+  const std::string target = MountPath(layer.id);
   if (::mkdir(target.c_str(), 0755) != 0 && errno != EEXIST) {
     return ErrnoError(errno, StrCat("layer ", layer.digest, ": mkdir ", target));
   }
+  auto mounted = std::make_unique<Mounted>();
+  mounted->target = target;
   lazy::LazyLayerArgs serve = args;
   serve.target = target;
-  Status status = StartServer(layer.id, lazy::LazyLayerArgv(serve), &mounted);
+  Status status = StartServer(layer.id, lazy::LazyLayerArgv(serve), mounted.get());
   if (!status.ok()) {
     ::rmdir(target.c_str());
     return status.Annotate(StrCat("lazy layer ", layer.digest));
   }
   struct stat st;
   if (::stat(target.c_str(), &st) == 0) {
-    mounted.device = StrCat(major(st.st_dev), ":", minor(st.st_dev));
+    mounted->device = StrCat(major(st.st_dev), ":", minor(st.st_dev));
   }
   EVS_LOG(kInfo) << "lazy layer mounted" << Kv("layer", layer.digest)
-                 << Kv("repository", layer.lazy_repository) << Kv("pid", mounted.verifier);
-  mounts_[layer.id] = std::move(mounted);
-  return OkStatus();
+                 << Kv("repository", layer.lazy_repository) << Kv("pid", mounted->verifier);
+  PendingMount pending;
+  pending.layer_id_ = layer.id;
+  pending.pid_file_ = PidFilePath(layer.id);
+  pending.mounted_ = std::move(mounted);
+  return pending;
+}
+
+void LayerMounter::Install(PendingMount pending) {
+  if (!pending.mounted_) return;
+  mounts_[pending.layer_id_] = std::move(*pending.mounted_);
+  pending.mounted_.reset();
 }
 
 Status LayerMounter::Unmount(int64_t layer_id) {
@@ -483,7 +534,7 @@ Status LayerMounter::MountWithVerifierProcess(const LayerRecord& layer,
 }
 
 Status LayerMounter::StartServer(int64_t layer_id, const std::vector<std::string>& args,
-                                 Mounted* mounted) {
+                                 Mounted* mounted) const {
   std::vector<std::string> argv = verifier_command_;
   argv.insert(argv.end(), args.begin(), args.end());
 
@@ -503,6 +554,11 @@ Status LayerMounter::StartServer(int64_t layer_id, const std::vector<std::string
   posix_spawn_file_actions_destroy(&actions);
   write_end.Reset();
   if (rc != 0) return ErrnoError(rc, StrCat("start the verifier ", argv[0]));
+  // Before waiting for its status (a lazy layer's tree may take a while
+  // over a slow link): a daemon killed meanwhile leaves a pid file, so the
+  // next one finds the process (RemoveStale) instead of leaving it running.
+  const std::string pid_file = PidFilePath(layer_id);
+  (void)WriteFileAtomic(pid_file, StrCat(pid, "\n"));
   std::string status;
   char buf[512];
   for (;;) {
@@ -517,13 +573,13 @@ Status LayerMounter::StartServer(int64_t layer_id, const std::vector<std::string
   if (status != "ok\n") {
     ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);
+    ::unlink(pid_file.c_str());
     while (!status.empty() && status.back() == '\n') status.pop_back();
     return InternalError(args.empty() ? "" : args[0],
                          " process: ", status.empty() ? "exited without a status" : status);
   }
   mounted->verifier = pid;
   mounted->verifier_fd = PidFd(pid);
-  (void)WriteFileAtomic(PidFilePath(layer_id), StrCat(pid, "\n"));
   return OkStatus();
 }
 
@@ -569,7 +625,7 @@ Status LayerMounter::ClearStale(int64_t layer_id) {
   return OkStatus();
 }
 
-Result<int> LayerMounter::RemoveStale() {
+Result<int> LayerMounter::RemoveStale(const std::set<int64_t>& busy) {
   DIR* d = ::opendir(mount_dir_.c_str());
   if (d == nullptr) return ErrnoError(errno, StrCat("opendir ", mount_dir_));
   std::vector<std::string> names;
@@ -588,7 +644,7 @@ Result<int> LayerMounter::RemoveStale() {
     bool ours =
         end != nullptr && end != n.c_str() &&
         (*end == '\0' || std::string_view(end) == ".verity" || std::string_view(end) == ".pid");
-    if (ours && IsMounted(id)) continue;
+    if (ours && (IsMounted(id) || busy.count(id) != 0)) continue;
     std::string path = JoinPath(mount_dir_, n);
     if (ours && std::string_view(end) == ".pid") {
       // A verifier process serving a layer nothing needs: ask it to stop

@@ -151,17 +151,14 @@ Result<StagedLayer> LayerStore::BuildFromBlob(ByteSource* blob, const Digest& bl
   // One pass (verity/layer_builder.h): decompression on its own thread, tar
   // entries into the EROFS writer, its blocks into the tree builder. The
   // blob digest is checked at the end of the stream unless the source
-  // vouches for it (and always when the diffID is computed: the converter
-  // hashes both or neither); the salt and UUIDs are fixed, so one blob
-  // always gives the same file.
+  // vouches for it; the diffID is computed on its own when asked for. The
+  // salt and UUIDs are fixed, so one blob always gives the same file.
   verity::LayerBuildOptions build;
   build.mode = erofs::Mode::kFull;
   build.uuid_seed = blob_digest.ToString();
   build.name = name;
-  if (options.check_blob_digest || options.compute_diff_id) {
-    build.expected_blob_digest = blob_digest;
-  }
-  build.compute_digests = options.compute_diff_id;
+  if (options.check_blob_digest) build.expected_blob_digest = blob_digest;
+  build.compute_diff_id = options.compute_diff_id;
   build.max_tar_bytes = options.max_tar_bytes;
   build.hash_threads = options.hash_threads;
   build.salt = std::string(32, '\0');

@@ -2,10 +2,12 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <stdlib.h>
 #include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -74,6 +76,23 @@ std::vector<std::string> ListDir(const std::string& dir) {
   }
   ::closedir(d);
   return names;
+}
+
+// What a lazy layer uses now: the blocks its cache file holds (a sparse
+// file filled as blocks arrive: its allocated bytes, not its size) and the
+// inode count of its EROFS image, which the kernel reports for the mount
+// (fs/erofs/super.c erofs_statfs: f_ffree = ULLONG_MAX - inodes). A file
+// or mount not there counts 0.
+Usage LazyLayerUsage(const std::string& cache_file, const std::string& mount) {
+  Usage u;
+  struct stat st;
+  if (::stat(cache_file.c_str(), &st) == 0) u.size = static_cast<int64_t>(st.st_blocks) * 512;
+  struct statfs fs;
+  if (!mount.empty() && ::statfs(mount.c_str(), &fs) == 0 && fs.f_type == EROFS_SUPER_MAGIC_V1 &&
+      fs.f_files >= fs.f_ffree) {
+    u.inodes = static_cast<int64_t>(fs.f_files - fs.f_ffree);
+  }
+  return u;
 }
 
 std::optional<int64_t> ParseId(const std::string& name) {
@@ -255,11 +274,12 @@ Status Snapshotter::PrepareRemote(const std::string& key, const std::string& par
   auto lazy_layer = options_.lazy ? lazy::RemoteLayerFromLabels(labels)
                                   : Result<lazy::RemoteLayer>(NotFoundError("lazy pulling is off"));
   if (lazy_layer.ok()) {
-    std::lock_guard<std::mutex> lock(mu_);
-    EVS_RETURN_IF_ERROR(CheckOpen());
     Status s = PrepareLazy(request, *lazy_layer);
     if (s.code() == Code::kAlreadyExists) {
-      ++remote_committed_;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        ++remote_committed_;
+      }
       EVS_LOG(kInfo) << "lazy layer prepared" << Kv("key", key) << Kv("target", request.target)
                      << Kv("layer", lazy_layer->descriptor.digest.ToString())
                      << Kv("ms", static_cast<int64_t>(MillisSince(start)));
@@ -486,13 +506,7 @@ std::string Snapshotter::CacheDir(const std::string& digest) const {
   return JoinPath(JoinPath(options_.root, "cache"), hex);
 }
 
-Status Snapshotter::MountLayer(const LayerRecord& layer) {
-  if (!layer.lazy()) {
-    EVS_ASSIGN_OR_RETURN(std::string image, layers_->ImagePathFor(layer.digest));
-    return mounter_->Mount(layer, image);
-  }
-  // lazy/lazy_layer_process.h: what the layer's process needs to fetch and
-  // verify it.
+Result<lazy::LazyLayerArgs> Snapshotter::LazyArgsFor(const LayerRecord& layer) const {
   lazy::LazyLayerArgs args;
   EVS_ASSIGN_OR_RETURN(args.layer.repository, oci::Reference::Parse(layer.lazy_repository));
   args.layer.descriptor.media_type = std::string(oci::kErofsLayer);
@@ -505,8 +519,20 @@ Status Snapshotter::MountLayer(const LayerRecord& layer) {
   args.cache_dir = CacheDir(layer.digest);
   args.target = mounter_->MountPath(layer.id);
   args.hosts_dir = options_.registry_hosts_dir;
+  args.docker_config = options_.docker_config;
   args.background = options_.lazy_background;
   EVS_RETURN_IF_ERROR(MakeDirs(Dirname(args.cache_dir), 0700));
+  return args;
+}
+
+Status Snapshotter::MountLayer(const LayerRecord& layer) {
+  if (!layer.lazy()) {
+    EVS_ASSIGN_OR_RETURN(std::string image, layers_->ImagePathFor(layer.digest));
+    return mounter_->Mount(layer, image);
+  }
+  // lazy/lazy_layer_process.h: what the layer's process needs to fetch and
+  // verify it.
+  EVS_ASSIGN_OR_RETURN(lazy::LazyLayerArgs args, LazyArgsFor(layer));
   return mounter_->MountLazy(layer, args);
 }
 
@@ -518,61 +544,137 @@ Status Snapshotter::RemoveLayerFiles(const LayerRecord& layer) {
 
 Status Snapshotter::PrepareLazy(const RemoteLayerRequest& request,
                                 const lazy::RemoteLayer& remote) {
-  EVS_ASSIGN_OR_RETURN(auto txn, store_->Begin());
+  const std::string digest = remote.descriptor.digest.ToString();
+  // Whether the request can be answered at all (its name, parent and
+  // chain), before anything is reserved or fetched; under the lock.
+  auto check = [&](std::string* name, std::optional<SnapshotRecord>* parent) -> Status {
+    EVS_RETURN_IF_ERROR(CheckOpen());
+    EVS_RETURN_IF_ERROR(NameRemote(request, name, parent));
+    // An EROFS layer is not compressed: its diffID is its blob digest
+    // (docs/lazy.md), so the labels must name the blob the chain ID stands
+    // for. Its content is then checked block by block against the root
+    // digest from the same labels.
+    if (options_.verify_remote_chain) {
+      EVS_RETURN_IF_ERROR(CheckChain(digest, *parent, request.target, digest));
+    }
+    return OkStatus();
+  };
+
+  LayerRecord layer;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      EVS_ASSIGN_OR_RETURN(auto txn, store_->Begin());
+      std::string name;
+      std::optional<SnapshotRecord> parent;
+      EVS_RETURN_IF_ERROR(check(&name, &parent));
+      EVS_ASSIGN_OR_RETURN(std::optional<LayerRecord> stored, store_->FindLayer(digest));
+      if (stored && attaching_.count(stored->id) != 0) {
+        // Another request is attaching this layer: wait for it (without
+        // the lock), then look again.
+        txn.reset();
+        attach_done_.wait(lock);
+        continue;
+      }
+      if (stored) {
+        if (!stored->lazy() || stored->root_digest != remote.verity.root_digest.hex()) {
+          return FailedPreconditionError("layer ", digest,
+                                         " is stored with other verity parameters than the "
+                                         "labels name");
+        }
+        // Mounted already (cheap), or mounted again over its cache.
+        EVS_RETURN_IF_ERROR(MountLayer(*stored));
+        return CommitLazy(request, *stored, std::move(txn));
+      }
+      // Reserve the layer: its row gives it its id, so its process can
+      // mount it at m/<id> while the lock is free. Until a snapshot holds
+      // it, attaching_ keeps Cleanup off it; after a crash the row is
+      // unreferenced and the next start removes it (and stops the process,
+      // whose pid file names it).
+      layer.digest = digest;
+      layer.file_size = static_cast<uint64_t>(remote.descriptor.size);
+      layer.image_size = remote.verity.hash_offset;
+      layer.block_size = remote.verity.block_size;
+      layer.hash_block_size = 4096;  // LayerFileSize's layout (lazy/annotations.h)
+      layer.hash_type = 1;
+      layer.root_digest = remote.verity.root_digest.hex();
+      layer.hash_offset = remote.verity.hash_offset;
+      layer.hash_algorithm = std::string(HashAlgorithmName(remote.verity.root_digest.algorithm()));
+      layer.lazy_repository = remote.repository.Name();
+      layer.created_ns = NowNs();
+      EVS_ASSIGN_OR_RETURN(layer.id, store_->InsertLayer(layer));
+      EVS_RETURN_IF_ERROR(txn->Commit().Annotate(StrCat("reserve lazy layer ", digest)));
+      attaching_.insert(layer.id);
+      break;
+    }
+  }
+
+  // The attach: the layer's process fetches the hash tree (one ranged GET,
+  // or none when the cache has it), checks it and mounts the layer. Other
+  // snapshot calls go on meanwhile.
+  EVS_LOG(kDebug) << "attaching lazy layer" << Kv("layer", digest) << Kv("id", layer.id)
+                  << Kv("key", request.key);
+  std::optional<LayerMounter::PendingMount> pending;
+  Status started = [&]() -> Status {
+    EVS_ASSIGN_OR_RETURN(lazy::LazyLayerArgs args, LazyArgsFor(layer));
+    EVS_ASSIGN_OR_RETURN(LayerMounter::PendingMount mount, mounter_->StartLazy(layer, args));
+    pending.emplace(std::move(mount));
+    return OkStatus();
+  }();
+
+  std::unique_lock<std::mutex> lock(mu_);
+  attaching_.erase(layer.id);
+  attach_done_.notify_all();
+  Status st = [&]() -> Status {
+    EVS_RETURN_IF_ERROR(started);
+    EVS_RETURN_IF_ERROR(CheckOpen());
+    mounter_->Install(std::move(*pending));
+    pending.reset();
+    EVS_ASSIGN_OR_RETURN(auto txn, store_->Begin());
+    return CommitLazy(request, layer, std::move(txn));
+  }();
+  if (st.code() == Code::kAlreadyExists) {
+    auto refs = store_->LayerReferences(layer.id);
+    if (refs.ok() && *refs > 0) return st;
+    // Answered by a snapshot committed meanwhile on another layer: this
+    // one is not needed.
+  }
+  // Nothing of a layer no snapshot holds stays: its process and mount (a
+  // pending one is stopped here), its row, its cache (with the tree it may
+  // have fetched).
+  pending.reset();
+  Status undo = [&]() -> Status {
+    EVS_ASSIGN_OR_RETURN(auto txn, store_->Begin());
+    EVS_RETURN_IF_ERROR(store_->DeleteLayer(layer.id));
+    EVS_RETURN_IF_ERROR(txn->Commit());
+    return RemoveLayerFiles(layer);
+  }();
+  if (!undo.ok()) {
+    EVS_LOG(kWarning) << "lazy layer left for cleanup" << Kv("layer", digest)
+                      << Kv("error", undo.ToString());
+  }
+  if (st.code() == Code::kAlreadyExists) return st;
+  return st.Annotate(StrCat("lazy layer ", digest));
+}
+
+Status Snapshotter::CommitLazy(const RemoteLayerRequest& request, const LayerRecord& layer,
+                               std::unique_ptr<MetadataStore::Transaction> txn) {
   std::string name;
   std::optional<SnapshotRecord> parent;
   EVS_RETURN_IF_ERROR(NameRemote(request, &name, &parent));
-  const std::string digest = remote.descriptor.digest.ToString();
-  // An EROFS layer is not compressed: its diffID is its blob digest
-  // (docs/lazy.md), so the labels must name the blob the chain ID stands
-  // for. Its content is then checked block by block against the root
-  // digest from the same labels.
+  const std::string& digest = layer.digest;
   if (options_.verify_remote_chain) {
     EVS_RETURN_IF_ERROR(CheckChain(digest, parent, request.target, digest));
   }
-  EVS_ASSIGN_OR_RETURN(std::optional<LayerRecord> stored, store_->FindLayer(digest));
-  bool fresh = false;
-  LayerRecord layer;
-  if (stored) {
-    if (!stored->lazy() || stored->root_digest != remote.verity.root_digest.hex()) {
-      return FailedPreconditionError("layer ", digest,
-                                     " is stored with other verity parameters than the labels "
-                                     "name");
-    }
-    layer = *stored;
-  } else {
-    layer.digest = digest;
-    layer.file_size = static_cast<uint64_t>(remote.descriptor.size);
-    layer.image_size = remote.verity.hash_offset;
-    layer.block_size = remote.verity.block_size;
-    layer.hash_block_size = 4096;  // LayerFileSize's layout (lazy/annotations.h)
-    layer.hash_type = 1;
-    layer.root_digest = remote.verity.root_digest.hex();
-    layer.hash_offset = remote.verity.hash_offset;
-    layer.hash_algorithm = std::string(HashAlgorithmName(remote.verity.root_digest.algorithm()));
-    layer.lazy_repository = remote.repository.Name();
-    layer.created_ns = NowNs();
-    EVS_ASSIGN_OR_RETURN(layer.id, store_->InsertLayer(layer));
-    fresh = true;
-  }
-  Status st = [&]() -> Status {
-    EVS_RETURN_IF_ERROR(MountLayer(layer));
-    SnapshotRecord r;
-    r.kind = Kind::kCommitted;
-    r.key = name;
-    r.labels = request.labels;
-    if (parent) r.parent_id = parent->id;
-    r.layer_id = layer.id;
-    r.created_ns = r.updated_ns = NowNs();
-    EVS_RETURN_IF_ERROR(store_->InsertSnapshot(r).status());
-    return txn->Commit();
-  }();
-  if (!st.ok()) {
-    // Nothing of a layer that is not recorded stays: its process, mount
-    // and cache (with the tree it may have fetched) go.
-    if (fresh) (void)RemoveLayerFiles(layer);
-    return st.Annotate(StrCat("lazy layer ", digest, " as ", name));
-  }
+  SnapshotRecord r;
+  r.kind = Kind::kCommitted;
+  r.key = name;
+  r.labels = request.labels;
+  if (parent) r.parent_id = parent->id;
+  r.layer_id = layer.id;
+  r.created_ns = r.updated_ns = NowNs();
+  EVS_RETURN_IF_ERROR(store_->InsertSnapshot(r).status());
+  EVS_RETURN_IF_ERROR(txn->Commit().Annotate(StrCat("lazy layer ", digest, " as ", name)));
   return AlreadyExistsError("snapshot ", request.target, ": already exists (lazy, as ", name, ")");
 }
 
@@ -767,14 +869,25 @@ Result<Info> Snapshotter::Update(const Info& info, const std::vector<std::string
 
 Result<Usage> Snapshotter::GetUsage(const std::string& key) {
   std::string upper;
+  std::string lazy_file, lazy_mount;
   {
     std::lock_guard<std::mutex> lock(mu_);
     EVS_RETURN_IF_ERROR(CheckOpen());
     EVS_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> r, store_->FindSnapshot(key));
     if (!r) return NotFoundError("snapshot ", key, " does not exist");
-    if (r->kind != Kind::kActive) return r->usage;
-    upper = JoinPath(SnapshotDir(r->id), "fs");
+    if (r->kind == Kind::kCommitted && r->layer_id != 0) {
+      EVS_ASSIGN_OR_RETURN(LayerRecord layer, store_->GetLayer(r->layer_id));
+      if (layer.lazy()) {
+        lazy_file = lazy::LazyLayer::LayerFile(CacheDir(layer.digest));
+        lazy_mount = mounter_->MountPath(layer.id);
+      }
+    }
+    if (lazy_file.empty()) {
+      if (r->kind != Kind::kActive) return r->usage;
+      upper = JoinPath(SnapshotDir(r->id), "fs");
+    }
   }
+  if (!lazy_file.empty()) return LazyLayerUsage(lazy_file, lazy_mount);
   // Measured outside the lock: it walks the whole upper directory.
   EVS_ASSIGN_OR_RETURN(DiskUsage du, MeasureDiskUsage(upper));
   return Usage{du.bytes, du.inodes};
@@ -805,7 +918,10 @@ Result<Snapshotter::Stats> Snapshotter::GetStats() {
   }));
   EVS_RETURN_IF_ERROR(store_->ForEachLayer([&](const LayerRecord& l) {
     ++stats.layers;
-    stats.layer_bytes += l.usage.size;
+    stats.layer_bytes += l.lazy() ? LazyLayerUsage(lazy::LazyLayer::LayerFile(CacheDir(l.digest)),
+                                                   /*mount=*/"")
+                                        .size
+                                  : l.usage.size;
     return OkStatus();
   }));
   stats.layers_mounted = static_cast<int64_t>(mounter_->mounted());
@@ -865,9 +981,15 @@ Status Snapshotter::Reconcile(bool at_start) {
   std::set<std::string> known_hex;
   std::vector<LayerRecord> unreferenced;
   std::vector<LayerRecord> referenced;
+  std::set<std::string> lazy_hex;  // cache/<hex> directories that stay
   EVS_RETURN_IF_ERROR(store_->ForEachLayer([&](const LayerRecord& l) {
     if (layer_refs.count(l.id)) {
       referenced.push_back(l);
+    } else if (attaching_.count(l.id)) {
+      // Reserved by a Prepare attaching it outside the lock: its snapshot
+      // comes once the attach ends.
+      EVS_ASSIGN_OR_RETURN(Digest d, Digest::Parse(l.digest));
+      lazy_hex.insert(d.hex());
     } else {
       unreferenced.push_back(l);
     }
@@ -882,7 +1004,6 @@ Status Snapshotter::Reconcile(bool at_start) {
       ++report.layers_removed;
     }
   }
-  std::set<std::string> lazy_hex;  // cache/<hex> directories that stay
   for (const LayerRecord& l : referenced) {
     EVS_ASSIGN_OR_RETURN(Digest d, Digest::Parse(l.digest));
     (l.lazy() ? lazy_hex : known_hex).insert(d.hex());
@@ -929,7 +1050,7 @@ Status Snapshotter::Reconcile(bool at_start) {
   //    nothing references, left by a daemon that was killed. Done after the
   //    mounts above so that layers still served by a verifier process of an
   //    earlier daemon were adopted, not torn down.
-  EVS_ASSIGN_OR_RETURN(report.stale_mounts_removed, mounter_->RemoveStale());
+  EVS_ASSIGN_OR_RETURN(report.stale_mounts_removed, mounter_->RemoveStale(attaching_));
   // 5. Lazy layer caches no row names (their processes were stopped
   //    above; a FUSE file a killed one left is detached first).
   std::string cache_dir = JoinPath(options_.root, "cache");

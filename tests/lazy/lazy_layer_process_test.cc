@@ -36,6 +36,7 @@ TEST(LazyLayerArgv, RoundTrips) {
   a.layer.verity.block_size = 4096;
   a.cache_dir = "/var/lib/containerd-evs/cache/abc";
   a.target = "/var/lib/containerd-evs/m/7";
+  a.docker_config = "/etc/containerd-evs/docker-config.json";
   a.fetch_size = 1u << 20;
   a.background = false;
   auto argv = LazyLayerArgv(a);
@@ -48,6 +49,7 @@ TEST(LazyLayerArgv, RoundTrips) {
   EXPECT_EQ(b->cache_dir, a.cache_dir);
   EXPECT_EQ(b->target, a.target);
   EXPECT_EQ(b->hosts_dir, "");
+  EXPECT_EQ(b->docker_config, a.docker_config);
   EXPECT_EQ(b->fetch_size, a.fetch_size);
   EXPECT_FALSE(b->background);
 

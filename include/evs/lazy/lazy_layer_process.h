@@ -9,10 +9,11 @@
 // stops it with SIGTERM when the layer is no longer needed.
 //
 // The process has its own RegistryClient (credentials from the Docker
-// config, mirrors from hosts_dir; expired tokens are fetched again as
-// usual) and, unless disabled, its own BackgroundFetcher: the background
-// bandwidth and concurrency limits are then per layer, not per daemon
-// (docs/lazy.md, "Limits").
+// config at docker_config — the daemon passes its own — mirrors from
+// hosts_dir; expired tokens are fetched again as usual) and, unless
+// disabled, its own BackgroundFetcher: the background bandwidth and
+// concurrency limits are then per layer, not per daemon (docs/lazy.md,
+// "Limits").
 #pragma once
 
 #include <cstdint>
@@ -27,10 +28,15 @@ namespace evs::lazy {
 inline constexpr const char* kServeLazyLayerCommand = "serve-lazy-layer";
 
 struct LazyLayerArgs {
-  RemoteLayer layer;                  // repository ("host/repo"), digest, size, verity parameters
-  std::string cache_dir;              // <root>/cache/<hex>
-  std::string target;                 // the EROFS mount point
-  std::string hosts_dir;              // containerd's certs.d; empty for none
+  RemoteLayer layer;      // repository ("host/repo"), digest, size, verity parameters
+  std::string cache_dir;  // <root>/cache/<hex>
+  std::string target;     // the EROFS mount point
+  std::string hosts_dir;  // containerd's certs.d; empty for none
+  // Registry credentials (registry::DockerConfigCredentials::Load): a
+  // Docker config.json; empty for the default ($DOCKER_CONFIG, then
+  // ~/.docker/config.json, in the process's environment). Read once, when
+  // the process starts.
+  std::string docker_config;
   uint32_t fetch_size = 0;            // 0: LazyFetchOptions' default
   uint64_t background_bandwidth = 0;  // bytes/s; 0: BackgroundFetchOptions' default
   bool background = true;             // complete the layer in the background
@@ -38,8 +44,8 @@ struct LazyLayerArgs {
 
 // The arguments after the program name: {"serve-lazy-layer", repository,
 // digest, size, root_digest, hash_offset, block_size, cache_dir, target,
-// hosts_dir or "-", fetch_size, background_bandwidth, "background" or
-// "no-background"}.
+// hosts_dir or "-", docker_config or "-", fetch_size, background_bandwidth,
+// "background" or "no-background"}.
 std::vector<std::string> LazyLayerArgv(const LazyLayerArgs& args);
 // Parses what LazyLayerArgv made (argv[0] is the command word).
 // InvalidArgument naming the bad field.

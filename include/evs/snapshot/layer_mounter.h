@@ -12,7 +12,8 @@
 // A mount point directory exists only while its layer is mounted, so a stale
 // lowerdir naming it fails loudly (ENOENT) instead of showing an empty layer.
 //
-// Not thread-safe: the snapshotter serialises calls.
+// Not thread-safe: the snapshotter serialises calls — except StartLazy,
+// which may run alongside any other call (see there).
 #pragma once
 
 #include <sys/types.h>
@@ -69,6 +70,9 @@ struct LayerMounterOptions {
 };
 
 class LayerMounter {
+ private:
+  struct Mounted;  // one mounted layer (below)
+
  public:
   // Resolves the verification mode and probes the backing by mounting
   // `probe_image` (any small valid EROFS image) once. Fails with
@@ -106,6 +110,36 @@ class LayerMounter {
   // (the registry's, DataLoss for a tree that does not match) name the
   // layer.
   Status MountLazy(const LayerRecord& layer, const lazy::LazyLayerArgs& args);
+
+  // A lazy layer mounted by StartLazy and not yet handed to the mounter.
+  // Destroying it undoes the mount: the layer's process is stopped (it
+  // unmounts) and the mount point and pid file are removed.
+  class PendingMount {
+   public:
+    PendingMount(PendingMount&&) noexcept;
+    PendingMount& operator=(PendingMount&&) noexcept;
+    ~PendingMount();
+    int64_t layer_id() const { return layer_id_; }
+
+   private:
+    friend class LayerMounter;
+    PendingMount();
+    void Undo();
+    int64_t layer_id_ = 0;
+    std::string pid_file_;
+    std::unique_ptr<Mounted> mounted_;
+  };
+  // MountLazy's slow part — starting the layer's process, which fetches
+  // and checks the hash tree and mounts the layer at MountPath(layer.id) —
+  // for a layer id nothing else mounts or adopts (a layer row inserted
+  // just now): it touches no state of the mounter, so the caller may run
+  // it without serialising it with other calls, as long as RemoveStale is
+  // told the id is busy meanwhile. Install() finishes it. Errors as for
+  // MountLazy; nothing stays mounted on error.
+  Result<PendingMount> StartLazy(const LayerRecord& layer, const lazy::LazyLayerArgs& args) const;
+  // Takes over a mount StartLazy made (serialised like every other call).
+  void Install(PendingMount pending);
+
   bool IsMounted(int64_t layer_id) const { return mounts_.count(layer_id) != 0; }
   size_t mounted() const { return mounts_.size(); }
   // Unmounts and removes the mount point; not mounted is OK. A running
@@ -128,9 +162,10 @@ class LayerMounter {
   Result<int> ReleaseForShutdown();
 
   // Unmounts and removes whatever is under mount_dir and not mounted by
-  // this mounter (left by a previous daemon that crashed). Returns how many
-  // entries it removed.
-  Result<int> RemoveStale();
+  // this mounter (left by a previous daemon that crashed), except what
+  // belongs to the layers in `busy` (StartLazy in progress). Returns how
+  // many entries it removed.
+  Result<int> RemoveStale(const std::set<int64_t>& busy = {});
 
  private:
   LayerMounter();
@@ -154,9 +189,12 @@ class LayerMounter {
   };
   Status MountWithVerifierProcess(const LayerRecord& layer, const std::string& image_path,
                                   uint64_t hash_offset, const Digest& root, Mounted* mounted);
-  // Starts `verifier_command… args…`, reads its status line from fd 3 and
-  // records its pid in PidFilePath(layer_id).
-  Status StartServer(int64_t layer_id, const std::vector<std::string>& args, Mounted* mounted);
+  // Starts `verifier_command… args…`, records its pid in
+  // PidFilePath(layer_id) (at once, so that a daemon that dies meanwhile
+  // leaves a process the next one can find and stop) and reads its status
+  // line from fd 3.
+  Status StartServer(int64_t layer_id, const std::vector<std::string>& args,
+                     Mounted* mounted) const;
   // True (and `mounted` filled) when mounts_ holds a working mount of the
   // layer; a mount whose serving process died is forgotten.
   bool StillMounted(const LayerRecord& layer);

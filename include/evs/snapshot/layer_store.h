@@ -60,8 +60,8 @@ struct BlobLayerOptions {
   // Check the blob digest here while streaming. false only when the source
   // checks it itself and fails the stream on a mismatch before it ends
   // (RegistryClient::FetchBlob into a BytePipe does), to save a SHA-256
-  // pass over the blob; the digest is then computed here only along with a
-  // diffID (today's converter computes both or neither).
+  // pass over the blob (the diffID, when asked for, is then the only hash
+  // computed here).
   bool check_blob_digest = true;
   // Cap on the uncompressed tar (ResourceExhausted beyond it: a gzip bomb
   // from a hostile registry). 0: none.

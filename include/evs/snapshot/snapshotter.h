@@ -14,11 +14,13 @@
 // commit; whatever was half-made is removed if a step fails. On Open the
 // snapshotter reconciles metadata with disk and logs what it did.
 //
-// Thread-safe. Metadata operations are serialised; the expensive part of
-// Commit (turning a directory into an image) runs outside the lock, so
-// concurrent commits convert in parallel.
+// Thread-safe. Metadata operations are serialised; the expensive parts run
+// outside the lock — Commit's conversion of a directory into an image, a
+// convert-on-pull download, a lazy layer's attach (its tree fetch) — so
+// they run in parallel and other calls do not wait for them.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -30,6 +32,7 @@
 
 #include "evs/common/status.h"
 #include "evs/lazy/annotations.h"
+#include "evs/lazy/lazy_layer_process.h"
 #include "evs/snapshot/layer_mounter.h"
 #include "evs/snapshot/layer_store.h"
 #include "evs/snapshot/metadata_store.h"
@@ -97,8 +100,10 @@ struct SnapshotterOptions {
   // Needs verifier_command. Consulted before `remote`.
   bool lazy = true;
   // Given to the lazy layers' processes: containerd's registry hosts
-  // directory ("" for none).
+  // directory ("" for none), and the Docker config.json with the registry
+  // credentials ("" for the default: $DOCKER_CONFIG, ~/.docker).
   std::string registry_hosts_dir;
+  std::string docker_config;
   // Lazy layers complete themselves in the background (lazy/
   // background_fetcher.h); false fetches only what is read.
   bool lazy_background = true;
@@ -157,7 +162,10 @@ class Snapshotter {
   // mutable fields. Any other path is InvalidArgument.
   Result<Info> Update(const Info& info, const std::vector<std::string>& fieldpaths);
   // Active: measured now from the upper directory (O(files)). Committed: the
-  // layer file's allocated bytes and its inode count. View: zero.
+  // layer file's allocated bytes and its inode count — for a lazy layer,
+  // measured now: the bytes its cache file holds so far (it grows as blocks
+  // arrive, up to the layer's size) and the inodes of its mounted EROFS
+  // image (0 while it is not mounted). View: zero.
   Result<Usage> GetUsage(const std::string& key);
   // Snapshots matching any of `filters` (filter.h); InvalidArgument on a
   // syntax error.
@@ -174,7 +182,7 @@ class Snapshotter {
   struct Stats {
     int64_t active = 0, views = 0, committed = 0;  // snapshots by kind
     int64_t layers = 0;                            // layer images stored
-    int64_t layer_bytes = 0;                       // their allocated bytes
+    int64_t layer_bytes = 0;                       // their allocated bytes (lazy: cached so far)
     int64_t layers_mounted = 0;
     int64_t commits = 0;           // since start
     int64_t layers_shared = 0;     // commits that found their layer stored
@@ -198,8 +206,18 @@ class Snapshotter {
                        std::function<bool()> abandoned);
   // Commits a fetched remote layer (under mu_).
   Status CommitRemote(const RemoteLayerRequest& request, StagedLayer* staged);
-  // The lazy path of PrepareRemote (under mu_).
+  // The lazy path of PrepareRemote. Takes mu_ itself: a layer not stored
+  // yet is reserved (its row inserted, so that it has its mount point
+  // m/<id>) under the lock, attached outside it, and committed under it
+  // again; a request for a layer another request is attaching waits for
+  // that attach.
   Status PrepareLazy(const RemoteLayerRequest& request, const lazy::RemoteLayer& remote);
+  // Records a committed snapshot holding the stored lazy layer `layer`
+  // under `txn` (under mu_); AlreadyExists on success, like CommitRemote.
+  Status CommitLazy(const RemoteLayerRequest& request, const LayerRecord& layer,
+                    std::unique_ptr<MetadataStore::Transaction> txn);
+  // What the layer's process needs to fetch and verify a lazy layer.
+  Result<lazy::LazyLayerArgs> LazyArgsFor(const LayerRecord& layer) const;
   // The name to commit a remote layer under and its parent record; the
   // AlreadyExists answer when an equivalent snapshot exists (Reusable).
   Status NameRemote(const RemoteLayerRequest& request, std::string* name,
@@ -239,6 +257,10 @@ class Snapshotter {
   std::unique_ptr<LayerStore> layers_;
   std::unique_ptr<LayerMounter> mounter_;
   std::set<int64_t> committing_;  // active snapshot ids being converted
+  // Lazy layers reserved and being attached outside the lock (PrepareLazy):
+  // their rows have no snapshot yet, but Cleanup must not take them.
+  std::set<int64_t> attaching_;
+  std::condition_variable attach_done_;  // with mu_: an attach ended
   int64_t commits_ = 0;
   int64_t layers_shared_ = 0;
   double convert_seconds_ = 0;
