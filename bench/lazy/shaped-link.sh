@@ -75,7 +75,7 @@ version: 0.1
 log:
   level: warn
   accesslog:
-    disabled: true
+    disabled: false  # bench/lazy/lazy_e2e_bench.sh counts the bytes served
 storage:
   filesystem:
     rootdirectory: $storage

@@ -31,8 +31,15 @@
 #
 # Usage: bench/pull-run/pull_run_bench.sh BUILD_DIR [WORK_DIR]
 # Env:   RUNS (default 3), IMAGE_MB (default 1500: ~1 GB, >= 300 MB gzip), VERITY (evs --verity,
-#        default auto), MODES (default "overlayfs evs-unpack evs-cop"),
-#        REBUILD=1 (build the image again).
+#        default auto), MODES (default "overlayfs evs-unpack evs-cop evs-lazy"),
+#        WORKLOADS (default "hello"; "imports" is the heavier one: python3
+#        imports 20 standard modules, ~270 with their imports, then prints hello),
+#        REBUILD=1 (build the image again),
+#        PUSH_HOST, PULL_HOST, REGISTRY_LOG: use a registry already running
+#        (the image is pushed and converted through PUSH_HOST, pulled
+#        through PULL_HOST — e.g. the same storage behind a shaped link,
+#        bench/lazy/lazy_e2e_bench.sh — and REGISTRY_LOG is its access log)
+#        instead of starting one on 127.0.0.1.
 # Needs: root, containerd, ctr, ctr-remote (stargz-snapshotter), runc,
 #        docker-registry, skopeo, python3.11, busybox-static, gzip; ~4 GB in WORK.
 set -euo pipefail
@@ -45,6 +52,10 @@ RUNS=${RUNS:-3}
 IMAGE_MB=${IMAGE_MB:-1500}
 VERITY=${VERITY:-auto}
 MODES=${MODES:-"overlayfs evs-unpack evs-cop evs-lazy"}
+WORKLOADS=${WORKLOADS:-hello}
+PUSH_HOST=${PUSH_HOST:-}
+PULL_HOST=${PULL_HOST:-}
+REGISTRY_LOG=${REGISTRY_LOG:-}
 
 [ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
 [ -x "$DAEMON" ] || { echo "no daemon at $DAEMON (ninja -C $BUILD containerd-evs-grpc)" >&2; exit 1; }
@@ -204,7 +215,17 @@ EOF
   for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.02; done
   host="127.0.0.1:$port"
 }
-start_registry
+if [ -n "$PULL_HOST" ]; then
+  [ -n "$PUSH_HOST" ] && [ -f "$REGISTRY_LOG" ] ||
+    { echo "PULL_HOST needs PUSH_HOST and REGISTRY_LOG (an existing file)" >&2; exit 1; }
+  host=$PUSH_HOST
+  pull_host=$PULL_HOST
+  reglog=$REGISTRY_LOG
+else
+  start_registry
+  pull_host=$host
+  reglog="$WORK/registry/registry.log"
+fi
 ref="$host/bench/pull-run:v1"
 skopeo copy --quiet --dest-tls-verify=false "oci:$layout:v1" "docker://$ref"
 lazy_ref="$host/bench/pull-run:lazy"
@@ -217,11 +238,13 @@ if [[ " $MODES " == *" evs-lazy "* ]]; then
   t1=$(date +%s%N)
   awk -v a="$t0" -v b="$t1" 'BEGIN { printf "== evs image convert: %.1f s (once; not in the timings)\n", (b - a) / 1e9 }'
 fi
-echo "== registry $host; $RUNS cold samples per mode, modes alternating; verity=$VERITY"
+pull_ref="$pull_host/bench/pull-run:v1"
+pull_lazy_ref="$pull_host/bench/pull-run:lazy"
+echo "== registry $pull_host; $RUNS cold samples per mode and workload, alternating; verity=$VERITY"
 
 # ---------------------------------------------------------------- a sample
 served_since() {  # layer blob bytes in the registry's access log after line $1
-  tail -n +"$(($1 + 1))" "$WORK/registry/registry.log" |
+  tail -n +"$(($1 + 1))" "$reglog" |
     awk '/"GET \/v2\/bench\/pull-run\/blobs\/sha256:/ { t += $10 } END { print t + 0 }'
 }
 cpu_of() {  # utime+stime of a live process, in seconds
@@ -233,8 +256,20 @@ wait_socket() {
 }
 now() { date +%s%N; }
 
-sample() {  # mode -> prints "total_s pull_s run_s cpu_s disk_bytes fetched_bytes"
-  local mode=$1 snap=evs
+# The workloads: the command the container runs; each prints "hello" first.
+workload_cmd() {
+  case $1 in
+    hello) echo "print('hello')" ;;
+    # 20 modules of the standard library, ~270 with what they import
+    # (python3.11 -X importtime); none needs a library the image lacks.
+    imports) echo "import asyncio, json, email.mime.multipart, http.server, xml.dom.minidom, argparse, logging.handlers, unittest, urllib.request, concurrent.futures, tarfile, zipfile, csv, difflib, pydoc, statistics, typing, xml.etree.ElementTree, pickle, dataclasses; print('hello')" ;;
+    *) echo "unknown workload $1" >&2; return 1 ;;
+  esac
+}
+
+sample() {  # mode workload -> prints "total_s pull_s run_s cpu_s disk_bytes fetched_bytes"
+  local mode=$1 workload=$2 snap=evs cmd
+  cmd=$(workload_cmd "$workload")
   stop_world
   mkdir -p "$S/ctd"
   cat > "$S/ctd/config.toml" <<EOF
@@ -251,14 +286,14 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     type = "snapshot"
     address = "$S/evs.sock"
 EOF
-  local image=$ref
+  local image=$pull_ref
   case $mode in
     overlayfs) snap=overlayfs ;;
     evs-unpack|evs-cop|evs-cop-trusting|evs-lazy)
       local cop=true diff=true
       [ "$mode" = evs-unpack ] && cop=false
       [ "$mode" = evs-cop-trusting ] && diff=false
-      [ "$mode" = evs-lazy ] && image=$lazy_ref
+      [ "$mode" = evs-lazy ] && image=$pull_lazy_ref
       "$DAEMON" --config /dev/null --root "$S/evs" --address "$S/evs.sock" --verity "$VERITY" \
         --registry-config-path "" --convert-on-pull "$cop" --verify-diff-id "$diff" \
         > "$S/evs.log" 2>&1 &
@@ -273,19 +308,19 @@ EOF
   echo 3 > /proc/sys/vm/drop_caches
 
   local t0 t1 t2 out log_before
-  log_before=$(wc -l < "$WORK/registry/registry.log")
+  log_before=$(wc -l < "$reglog")
   t0=$(now)
   ctr-remote --address "$S/ctd/c.sock" --namespace bench images rpull --plain-http \
     --snapshotter "$snap" "$image" > "$S/pull.log" 2>&1 || { cat "$S/pull.log" >&2; return 1; }
   t1=$(now)
   # The first line, and at that moment the layer bytes the registry has
   # served since the pull began.
-  out=$($ctr run --rm --snapshotter "$snap" "$image" hello /usr/bin/python3 -c 'print("hello")' |
+  out=$($ctr run --rm --snapshotter "$snap" "$image" hello /usr/bin/python3 -c "$cmd" |
         { IFS= read -r first; echo "$first $(served_since "$log_before")"; cat >/dev/null; })
   t2=$(now)
   local fetched=${out#* }
   out=${out%% *}
-  [ "$out" = hello ] || { echo "$mode: container printed '$out'" >&2; return 1; }
+  [ "$out" = hello ] || { echo "$mode $workload: container printed '$out'" >&2; return 1; }
 
   local cpu disk snaproot
   cpu=$(cpu_of "$ctd_pid")
@@ -305,37 +340,43 @@ EOF
 
 declare -A results
 for run in $(seq 1 "$RUNS"); do
-  for mode in $MODES; do
-    # Not in $(…): the sample's daemons must be known to this shell, which
-    # stops them before the next sample and on exit.
-    sample "$mode" > "$WORK/sample.out"
-    r=$(cat "$WORK/sample.out")
-    results[$mode]+="$r"$'\n'
-    read -r total pull runs cpu disk fetched <<< "$r"
-    printf '   run %d %-10s total %7.2f s (pull %6.2f, run %5.2f)  cpu %6.2f s  disk %5d MB  fetched %4d MB\n' \
-      "$run" "$mode" "$total" "$pull" "$runs" "$cpu" $((disk / 1000000)) $((fetched / 1000000))
+  for workload in $WORKLOADS; do
+    for mode in $MODES; do
+      # Not in $(…): the sample's daemons must be known to this shell, which
+      # stops them before the next sample and on exit.
+      sample "$mode" "$workload" > "$WORK/sample.out"
+      r=$(cat "$WORK/sample.out")
+      results["$mode/$workload"]+="$r"$'\n'
+      read -r total pull runs cpu disk fetched <<< "$r"
+      printf '   run %d %-10s %-8s total %7.2f s (pull %6.2f, run %5.2f)  cpu %6.2f s  disk %5d MB  fetched %4d MB\n' \
+        "$run" "$mode" "$workload" "$total" "$pull" "$runs" "$cpu" $((disk / 1000000)) $((fetched / 1000000))
+    done
   done
 done
 stop_world
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 col() { printf '%s' "${results[$1]}" | awk -v c="$2" 'NF { print $c }' | median; }
-echo
-echo "== pull start to first output, median of $RUNS cold runs ($tar_mb MB image, $gz_mb MB gzip)"
-base=""
-for mode in $MODES; do
-  t=$(col "$mode" 1); p=$(col "$mode" 2); r=$(col "$mode" 3); c=$(col "$mode" 4); d=$(col "$mode" 5)
-  f=$(col "$mode" 6)
-  [ -z "$base" ] && base=$t
-  awk -v m="$mode" -v t="$t" -v p="$p" -v r="$r" -v c="$c" -v d="$d" -v f="$f" -v b="$base" 'BEGIN {
-    printf "%-10s %6.2f s (pull %6.2f + run %5.2f) %5.2f x overlayfs  cpu %6.2f s  disk %5d MB  fetched before output %4d MB\n",
-           m, t, p, r, t / b, c, d / 1e6, f / 1e6 }'
+ratio() {  # mode workload label
+  local w=$2
+  if [[ " $MODES " == *" overlayfs "* && " $MODES " == *" $1 "* ]]; then
+    awk -v a="$(col "$1/$w" 1)" -v b="$(col "overlayfs/$w" 1)" -v m="$1" -v w="$w" -v l="$3" 'BEGIN {
+      printf "ratio %s / overlayfs (%s): %.2f (%s)\n", m, w, a / b, l }'
+  fi
+}
+for workload in $WORKLOADS; do
+  echo
+  echo "== $workload: pull start to first output, median of $RUNS cold runs ($tar_mb MB image, $gz_mb MB gzip, registry $pull_host)"
+  base=""
+  for mode in $MODES; do
+    k="$mode/$workload"
+    t=$(col "$k" 1); p=$(col "$k" 2); r=$(col "$k" 3); c=$(col "$k" 4); d=$(col "$k" 5)
+    f=$(col "$k" 6)
+    [ -z "$base" ] && base=$t
+    awk -v m="$mode" -v t="$t" -v p="$p" -v r="$r" -v c="$c" -v d="$d" -v f="$f" -v b="$base" 'BEGIN {
+      printf "%-10s %6.2f s (pull %6.2f + run %5.2f) %5.2f x overlayfs  cpu %6.2f s  disk %5d MB  fetched before output %4d MB\n",
+             m, t, p, r, t / b, c, d / 1e6, f / 1e6 }'
+  done
+  ratio evs-cop "$workload" "target <= 0.70; DESIGN.md §8 aims at 0.15"
+  ratio evs-lazy "$workload" "target <= 0.25 over a 100 Mbit/s link; DESIGN.md §8: <= 0.08"
 done
-if [[ " $MODES " == *" overlayfs "* && " $MODES " == *" evs-cop "* ]]; then
-  awk -v a="$(col evs-cop 1)" -v b="$(col overlayfs 1)" 'BEGIN {
-    printf "ratio evs-cop / overlayfs: %.2f (target <= 0.70; DESIGN.md §8 aims at 0.15)\n", a / b }'
-fi
-if [[ " $MODES " == *" overlayfs "* && " $MODES " == *" evs-lazy "* ]]; then
-  awk -v a="$(col evs-lazy 1)" -v b="$(col overlayfs 1)" 'BEGIN {
-    printf "ratio evs-lazy / overlayfs: %.2f (DESIGN.md §8: <= 0.08)\n", a / b }'
-fi

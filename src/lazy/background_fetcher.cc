@@ -26,7 +26,7 @@ struct BackgroundFetcher::Entry {
 
 BackgroundFetcher::BackgroundFetcher(BackgroundFetchOptions options)
     : options_(std::move(options)),
-      activity_(std::make_shared<ForegroundActivity>()),
+      activity_(options_.activity ? options_.activity : std::make_shared<ForegroundActivity>()),
       bucket_next_(Clock::now()) {}
 
 std::unique_ptr<BackgroundFetcher> BackgroundFetcher::Start(BackgroundFetchOptions options) {
@@ -116,16 +116,13 @@ bool BackgroundFetcher::SleepUntil(Clock::time_point until) {
   return !cv_.wait_until(lock, until, [&] { return stopping_; });
 }
 
-void BackgroundFetcher::WaitForQuiet() {
-  const int64_t quiet_ns =
-      std::chrono::duration_cast<std::chrono::nanoseconds>(options_.yield_after_miss).count();
+ForegroundActivity::Slot BackgroundFetcher::WaitForQuietAndSlot() {
   for (;;) {
-    const int64_t now_ns =
-        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
-            .count();
-    const int64_t last = activity_->last_end_ns.load();
-    if (activity_->in_flight.load() == 0 && (last == 0 || now_ns - last >= quiet_ns)) return;
-    if (!SleepUntil(Clock::now() + std::chrono::milliseconds(20))) return;
+    if (!activity_->Busy(options_.yield_after_miss)) {
+      ForegroundActivity::Slot slot = activity_->TryBackgroundSlot();
+      if (slot.ok()) return slot;
+    }
+    if (!SleepUntil(Clock::now() + std::chrono::milliseconds(20))) return {};
   }
 }
 
@@ -186,10 +183,17 @@ void BackgroundFetcher::WorkerLoop() {
       continue;
     }
 
-    WaitForQuiet();
-    WaitForBandwidth();
     uint64_t fetched = 0;
-    Status st = source.FetchChunks(chunk, count, &fetched);
+    Status st;
+    {
+      // The slot is held for the fetch only. Stopping: the fetch is
+      // skipped (the layer stays incomplete, as it would be anyway).
+      ForegroundActivity::Slot slot = WaitForQuietAndSlot();
+      if (slot.ok()) {
+        WaitForBandwidth();
+        st = source.FetchChunks(chunk, count, &fetched);
+      }
+    }
 
     Charge(fetched);
     std::lock_guard<std::mutex> lock(mu_);

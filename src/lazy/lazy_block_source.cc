@@ -9,12 +9,6 @@
 namespace evs::lazy {
 namespace {
 
-int64_t NowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 // The cache file as it is, for the hash tree: VerityTree verifies every hash
 // block it reads against the root itself.
 class CacheFileSource : public verity::LayerBlockSource {
@@ -163,6 +157,8 @@ Status LazyBlockSource::LoadTree() {
   // One ranged GET for the whole region (superblock and tree), written to
   // the cache unmarked, then checked against the root digest.
   const auto start = std::chrono::steady_clock::now();
+  // A container start waits for it, as for a miss.
+  ForegroundActivity::Scope scope(options_.activity.get());
   const registry::CallOptions call = CallWithin(options_.tree_timeout);
   EVS_ASSIGN_OR_RETURN(registry::RemoteBlob * remote, Remote(call));
   CacheRangeSink sink(cache_.get(), hash_offset_);
@@ -394,18 +390,7 @@ Status LazyBlockSource::Fetch(uint64_t first, uint64_t last, FillContext* ctx) {
   const uint64_t end = std::min(last * block_size_, hash_offset_);
   const std::string what =
       StrCat(name_, ": blocks ", first, "-", last - 1, " (bytes ", offset, "-", end - 1, ")");
-  struct ActivityScope {
-    ForegroundActivity* a;
-    explicit ActivityScope(ForegroundActivity* activity) : a(activity) {
-      if (a) a->in_flight.fetch_add(1);
-    }
-    ~ActivityScope() {
-      if (a) {
-        a->last_end_ns.store(NowNs());
-        a->in_flight.fetch_sub(1);
-      }
-    }
-  } scope(ctx->foreground ? options_.activity.get() : nullptr);
+  ForegroundActivity::Scope scope(ctx->foreground ? options_.activity.get() : nullptr);
 
   const registry::CallOptions call = CallWithin(options_.miss_timeout);
   auto remote = Remote(call);

@@ -39,16 +39,17 @@ std::vector<std::string> LazyLayerArgv(const LazyLayerArgs& a) {
           a.target,
           a.hosts_dir.empty() ? "-" : a.hosts_dir,
           a.docker_config.empty() ? "-" : a.docker_config,
+          a.node_dir.empty() ? "-" : a.node_dir,
           std::to_string(a.fetch_size),
           std::to_string(a.background_bandwidth),
           a.background ? "background" : "no-background"};
 }
 
 Result<LazyLayerArgs> ParseLazyLayerArgv(const std::vector<std::string>& argv) {
-  if (argv.size() != 14 || argv[0] != kServeLazyLayerCommand) {
+  if (argv.size() != 15 || argv[0] != kServeLazyLayerCommand) {
     return InvalidArgumentError(kServeLazyLayerCommand,
                                 ": want REPOSITORY DIGEST SIZE ROOT_DIGEST HASH_OFFSET BLOCK_SIZE "
-                                "CACHE_DIR TARGET HOSTS_DIR DOCKER_CONFIG FETCH_SIZE BANDWIDTH "
+                                "CACHE_DIR TARGET HOSTS_DIR DOCKER_CONFIG NODE_DIR FETCH_SIZE BANDWIDTH "
                                 "background|no-background");
   }
   LazyLayerArgs a;
@@ -69,18 +70,19 @@ Result<LazyLayerArgs> ParseLazyLayerArgv(const std::vector<std::string>& argv) {
   }
   a.hosts_dir = argv[9] == "-" ? "" : argv[9];
   a.docker_config = argv[10] == "-" ? "" : argv[10];
-  EVS_ASSIGN_OR_RETURN(uint64_t fetch_size, ParseNumber(argv[11], "fetch size"));
+  a.node_dir = argv[11] == "-" ? "" : argv[11];
+  EVS_ASSIGN_OR_RETURN(uint64_t fetch_size, ParseNumber(argv[12], "fetch size"));
   if (fetch_size > (64u << 20)) {
     return InvalidArgumentError(kServeLazyLayerCommand, ": fetch size ", fetch_size,
                                 " over 64 MiB");
   }
   a.fetch_size = static_cast<uint32_t>(fetch_size);
-  EVS_ASSIGN_OR_RETURN(a.background_bandwidth, ParseNumber(argv[12], "bandwidth"));
-  if (argv[13] != "background" && argv[13] != "no-background") {
-    return InvalidArgumentError(kServeLazyLayerCommand, ": \"", argv[13],
+  EVS_ASSIGN_OR_RETURN(a.background_bandwidth, ParseNumber(argv[13], "bandwidth"));
+  if (argv[14] != "background" && argv[14] != "no-background") {
+    return InvalidArgumentError(kServeLazyLayerCommand, ": \"", argv[14],
                                 "\" is neither background nor no-background");
   }
-  a.background = argv[13] == "background";
+  a.background = argv[14] == "background";
   return a;
 }
 
@@ -97,6 +99,7 @@ int ServeLazyLayer(const LazyLayerArgs& args, int status_fd) {
     (void)WriteAll(status_fd, line.data(), line.size(), "status pipe");
     ::close(status_fd);
   };
+  std::shared_ptr<ForegroundActivity> activity;
   auto attach = [&]() -> Result<std::pair<std::unique_ptr<registry::RegistryClient>,
                                           std::unique_ptr<BackgroundFetcher>>> {
     registry::RegistryOptions options;
@@ -104,9 +107,13 @@ int ServeLazyLayer(const LazyLayerArgs& args, int status_fd) {
     EVS_ASSIGN_OR_RETURN(auto docker, registry::DockerConfigCredentials::Load(args.docker_config));
     options.credentials = std::shared_ptr<registry::CredentialStore>(std::move(docker));
     EVS_ASSIGN_OR_RETURN(auto client, registry::RegistryClient::Create(std::move(options)));
+    BackgroundFetchOptions b;
+    if (!args.node_dir.empty()) {
+      EVS_ASSIGN_OR_RETURN(activity, ForegroundActivity::OpenShared(args.node_dir, b.concurrency));
+      b.activity = activity;
+    }
     std::unique_ptr<BackgroundFetcher> fetcher;
     if (args.background) {
-      BackgroundFetchOptions b;
       if (args.background_bandwidth != 0) b.bandwidth = args.background_bandwidth;
       fetcher = BackgroundFetcher::Start(b);
     }
@@ -119,6 +126,7 @@ int ServeLazyLayer(const LazyLayerArgs& args, int status_fd) {
   }
   LazyLayerOptions options;
   if (args.fetch_size != 0) options.fetch.fetch_size = args.fetch_size;
+  options.fetch.activity = activity;  // null: the background fetcher's own
   options.background = parts->second.get();
   auto layer =
       LazyLayer::Attach(parts->first.get(), args.layer, args.cache_dir, args.target, options);

@@ -520,6 +520,7 @@ Result<lazy::LazyLayerArgs> Snapshotter::LazyArgsFor(const LayerRecord& layer) c
   args.target = mounter_->MountPath(layer.id);
   args.hosts_dir = options_.registry_hosts_dir;
   args.docker_config = options_.docker_config;
+  args.node_dir = JoinPath(options_.root, "lazy");
   args.background = options_.lazy_background;
   EVS_RETURN_IF_ERROR(MakeDirs(Dirname(args.cache_dir), 0700));
   return args;

@@ -37,6 +37,7 @@ TEST(LazyLayerArgv, RoundTrips) {
   a.cache_dir = "/var/lib/containerd-evs/cache/abc";
   a.target = "/var/lib/containerd-evs/m/7";
   a.docker_config = "/etc/containerd-evs/docker-config.json";
+  a.node_dir = "/var/lib/containerd-evs/lazy";
   a.fetch_size = 1u << 20;
   a.background = false;
   auto argv = LazyLayerArgv(a);
@@ -50,6 +51,7 @@ TEST(LazyLayerArgv, RoundTrips) {
   EXPECT_EQ(b->target, a.target);
   EXPECT_EQ(b->hosts_dir, "");
   EXPECT_EQ(b->docker_config, a.docker_config);
+  EXPECT_EQ(b->node_dir, a.node_dir);
   EXPECT_EQ(b->fetch_size, a.fetch_size);
   EXPECT_FALSE(b->background);
 

@@ -47,6 +47,11 @@ struct BackgroundFetchOptions {
   // Quiet time after the last foreground miss before background fetches
   // resume.
   std::chrono::milliseconds yield_after_miss{250};
+  // What the workers yield to, and where they take a slot before each
+  // fetch (lazy/foreground_activity.h). Null: one of their own, this
+  // process only; the daemon's layer processes share one, so that
+  // `concurrency` is then per node and a miss in any layer pauses them all.
+  std::shared_ptr<ForegroundActivity> activity;
   // Backoff after a failed chunk fetch doubles up to this.
   std::chrono::milliseconds max_error_backoff{30'000};
 };
@@ -94,7 +99,9 @@ class BackgroundFetcher {
   bool SleepUntil(std::chrono::steady_clock::time_point until);
   void WaitForBandwidth();
   void Charge(uint64_t bytes);
-  void WaitForQuiet();
+  // Waits until no foreground fetch runs and none ended for
+  // yield_after_miss, then for a free slot; an invalid slot when stopped.
+  ForegroundActivity::Slot WaitForQuietAndSlot();
 
   BackgroundFetchOptions options_;
   std::shared_ptr<ForegroundActivity> activity_;

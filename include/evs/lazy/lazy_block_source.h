@@ -42,6 +42,7 @@
 #include "evs/common/status.h"
 #include "evs/lazy/annotations.h"
 #include "evs/lazy/layer_cache.h"
+#include "evs/lazy/foreground_activity.h"
 #include "evs/oci/manifest.h"
 #include "evs/oci/reference.h"
 #include "evs/registry/client.h"
@@ -49,14 +50,6 @@
 #include "evs/verity/verifier.h"
 
 namespace evs::lazy {
-
-// Shared by the sources of one process and the BackgroundFetcher: how many
-// foreground fetches (a reader waiting) are running and when the last one
-// ended, so background work can step aside.
-struct ForegroundActivity {
-  std::atomic<int> in_flight{0};
-  std::atomic<int64_t> last_end_ns{0};  // steady_clock
-};
 
 struct LazyFetchOptions {
   // Bytes fetched around a miss: the cache is filled in aligned chunks of
@@ -78,7 +71,8 @@ struct LazyFetchOptions {
   // Retry backoff within miss_timeout and tree_timeout.
   std::chrono::milliseconds initial_backoff{100};
   std::chrono::milliseconds max_backoff{2'000};
-  // Optional; see ForegroundActivity.
+  // Optional (lazy/foreground_activity.h): misses and the tree fetch
+  // count as foreground fetches there, which background fetches yield to.
   std::shared_ptr<ForegroundActivity> activity;
 };
 

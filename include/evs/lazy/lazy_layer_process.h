@@ -37,6 +37,11 @@ struct LazyLayerArgs {
   // ~/.docker/config.json, in the process's environment). Read once, when
   // the process starts.
   std::string docker_config;
+  // Where the layer processes of one daemon coordinate their fetches
+  // (lazy/foreground_activity.h: a miss in any layer pauses every layer's
+  // background fetch; background fetches are limited per node). Empty:
+  // this process alone.
+  std::string node_dir;
   uint32_t fetch_size = 0;            // 0: LazyFetchOptions' default
   uint64_t background_bandwidth = 0;  // bytes/s; 0: BackgroundFetchOptions' default
   bool background = true;             // complete the layer in the background
@@ -44,7 +49,8 @@ struct LazyLayerArgs {
 
 // The arguments after the program name: {"serve-lazy-layer", repository,
 // digest, size, root_digest, hash_offset, block_size, cache_dir, target,
-// hosts_dir or "-", docker_config or "-", fetch_size, background_bandwidth,
+// hosts_dir or "-", docker_config or "-", node_dir or "-", fetch_size,
+// background_bandwidth,
 // "background" or "no-background"}.
 std::vector<std::string> LazyLayerArgv(const LazyLayerArgs& args);
 // Parses what LazyLayerArgv made (argv[0] is the command word).
