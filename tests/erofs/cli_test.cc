@@ -100,6 +100,22 @@ TEST_F(EvsLayerCli, FailedConversionLeavesNoFileBehind) {
   EXPECT_EQ(left.find(".tmp"), std::string::npos) << left;
 }
 
+TEST_F(EvsLayerCli, AGzipStreamThatNeverEndsStopsAtTheCap) {
+  // Zeros forever: an empty archive, then data that never ends. The
+  // default cap is on (64 GiB, like the snapshotter's); a small one makes
+  // the test quick.
+  EXPECT_NE(ShOk(Evs() + " layer convert --help").find("68719476736"), std::string::npos);
+  SubprocessResult r = Sh("cat /dev/zero | gzip -1 | " + Evs() +
+                          " layer convert --max-tar-bytes 33554432 - '" + t_.Join("bomb.erofs") +
+                          "'");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.stderr_data.find("exceeds the limit of 33554432 bytes"), std::string::npos)
+      << r.stderr_data;
+  const std::string left = Ls();
+  EXPECT_EQ(left.find("bomb.erofs"), std::string::npos) << left;
+  EXPECT_EQ(left.find(".tmp"), std::string::npos) << left;
+}
+
 TEST_F(EvsLayerCli, ConvertChecksDigestsWhenGiven) {
   const std::string blob_digest =
       "sha256:" + ShOk("sha256sum '" + t_.Join("layer.tar.gz") + "' | cut -d' ' -f1").substr(0, 64);

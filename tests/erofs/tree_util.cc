@@ -314,7 +314,7 @@ void BuildEdgeTree(const std::string& root, const TreeFeatures& f) {
   if (f.deep_paths) {
     std::string path = "deep";
     b.Dir(path);
-    for (int i = 0; i < 20; ++i) {
+    for (int i = 0; i < 21; ++i) {
       path += "/" + std::string(200, static_cast<char>('a' + i));
       b.Dir(path);
     }

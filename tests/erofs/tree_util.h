@@ -19,7 +19,7 @@ namespace evs::testing {
 // (ustar: short names and link targets, no xattrs, no negative mtimes).
 struct TreeFeatures {
   bool long_names = true;         // names of 101 and 255 bytes, targets > 100 bytes
-  bool deep_paths = true;         // a path longer than 4096 bytes
+  bool deep_paths = true;         // paths longer than 4096 bytes (4232)
   bool xattrs = true;             // user., trusted., security. (root for the latter two)
   bool negative_mtime = true;     // before 1970
   bool devices = true;            // char/block devices, fifos (root)
