@@ -55,7 +55,7 @@ struct ConvertFlags {
   std::string mode = "full";
   std::string from_dir;
   std::string uuid_seed;
-  uint64_t max_tar_bytes = 0;
+  uint64_t max_tar_bytes = uint64_t{64} << 30;  // the snapshotter's cap
   bool verity = false;
   std::string blob_digest;  // when given, the input must match them
   std::string diff_id;
@@ -285,7 +285,9 @@ void AddLayerCommands(CLI::App& app, Status* status) {
                       "Derive the image UUID from this text (e.g. the blob digest); default: "
                       "all-zero UUID");
   convert->add_option("--max-tar-bytes", flags->max_tar_bytes,
-                      "Fail if the uncompressed tar exceeds this many bytes (0: no limit)");
+                      "Fail if the uncompressed tar exceeds this many bytes: a gzip bomb stops "
+                      "here (0: no limit)")
+      ->capture_default_str();
   convert->add_option("--blob-digest", flags->blob_digest,
                       "Fail unless IN has this digest (sha256:…); no output file then");
   convert->add_option("--diff-id", flags->diff_id,
