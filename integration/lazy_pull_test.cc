@@ -118,13 +118,16 @@ class LazyPull : public ContainerdWithEvs {
   }
 
   // The image: HidingImage() plus, in the data layer, 8 MiB a container
-  // never reads.
+  // never reads (BigFile()).
   std::vector<LayerSpec> Image() {
     std::vector<LayerSpec> layers = HidingImage();
-    std::string unread;
-    for (int i = 0; i < (8 << 20) / 16; ++i) unread += std::to_string(1000000000000000 + i);
-    layers[1].files["unread/big.bin"] = unread;
+    layers[1].files["unread/big.bin"] = BigFile();
     return layers;
+  }
+  static std::string BigFile() {
+    std::string big;
+    for (int i = 0; i < (8 << 20) / 16; ++i) big += std::to_string(1000000000000000 + i);
+    return big;
   }
 
   // `ctr snapshots usage -b` of every snapshot: key → (bytes, inodes).
@@ -256,6 +259,63 @@ TEST_F(LazyPull, ARunningContainerKeepsReadingLazyLayersAcrossRestartsAndKillNin
   EXPECT_EQ(ReadFileOrDie(out + "/r"), "hello from layer 2\nkept\nnew\n");
   EXPECT_EQ(Sh("cat " + Quote(out + "/errors") + " 2>/dev/null").stdout_data, "")
       << "rounds that failed to read";
+}
+
+TEST_F(LazyPull, ACompletedLazyLayerIsMountedFromItsCacheAfterARestart) {
+  // With the background fetch (SetUp turned it off).
+  evs_.Stop();
+  StartEvs({"--lazy-background-fetch", "true"});
+  std::string lazy = Convert(PushImage("complete", Image()));
+  Rpull(lazy);
+  // The background fetch completes the three layers (small: seconds; the
+  // bound guards a hang).
+  auto complete = [&] {
+    return Sh("ls " + Quote(EvsRoot()) + "/cache/*/complete 2>/dev/null | wc -l").stdout_data;
+  };
+  for (int i = 0; i < 6000 && complete() != "3\n"; ++i) ::usleep(10000);
+  ASSERT_EQ(complete(), "3\n") << Tail(EvsLog());
+
+  // No container uses the layers: a stopped daemon stops their processes.
+  evs_.Stop();
+  EXPECT_EQ(Sh("pgrep -fc " + Quote("[s]erve-lazy-layer.*" + EvsRoot())).stdout_data, "0\n");
+  // With the registry gone, the restarted daemon mounts them from their
+  // caches like local layers, not through lazy processes.
+  registry_->Stop();
+  StartEvs({"--lazy-background-fetch", "true"});
+  EXPECT_EQ(Run(lazy, "c1", HidingImageScript()), HidingImageOutput());
+  EXPECT_EQ(CountInLog(EvsLog(), "mounted from its cache like a local layer"), 3) << Tail(EvsLog());
+  EXPECT_EQ(Sh("pgrep -fc " + Quote("[s]erve-lazy-layer.*" + EvsRoot())).stdout_data, "0\n");
+  // Removing the image still removes the caches.
+  Ctr("images rm --sync " + lazy);
+  EXPECT_EQ(Sh("ls -A " + Quote(EvsRoot() + "/cache")).stdout_data, "");
+}
+
+TEST_F(LazyPull, FiftyContainersReadTheSameLazyLayerAtOnce) {
+  // Foreground misses only (SetUp turned the background fetch off).
+  std::string lazy = Convert(PushImage("fifty", Image()));
+  std::vector<std::string> layers = LayerDigests(lazy);
+  Rpull(lazy);
+  evs::testing::WriteFile(dir_.Join("big.bin"), BigFile());
+  const std::string want = ShOk("md5sum < " + Quote(dir_.Join("big.bin")) + " | cut -d' ' -f1");
+  ASSERT_TRUE(MakeDirs(dir_.Join("fifty")).ok());
+  size_t before = LogLines();
+  // 50 containers started at once, each reading the whole 8 MiB file no
+  // block of which is cached yet.
+  ShOk("for i in $(seq 1 50); do " +
+           CtrCommand("run --rm --snapshotter evs " + lazy + " fifty-$i /bin/busybox md5sum " +
+                      "/unread/big.bin") +
+           " > " + Quote(dir_.Join("fifty")) + "/$i 2>&1 & done; wait",
+       600000);
+  for (int i = 1; i <= 50; ++i) {
+    EXPECT_EQ(ReadFileOrDie(dir_.Join("fifty/" + std::to_string(i))),
+              want.substr(0, want.size() - 1) + "  /unread/big.bin\n")
+        << "container " << i;
+  }
+  // Concurrent misses on one range were merged: no block came twice.
+  int64_t served = BlobBytesServed(layers, before);
+  EXPECT_GE(served, 8 << 20);
+  EXPECT_LE(served, LayerBytes(layers)) << "blocks fetched more than once";
+  EXPECT_EQ(CountInLog(EvsLog(), "EIO"), 0) << Tail(EvsLog());
 }
 
 TEST_F(LazyPull, OtherSnapshotCallsGoOnWhileALazyAttachWaitsForASlowRegistry) {

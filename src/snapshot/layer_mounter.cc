@@ -21,6 +21,7 @@
 #include "evs/common/digest.h"
 #include "evs/common/file.h"
 #include "evs/common/log.h"
+#include "evs/lazy/lazy_layer.h"
 #include "evs/lazy/lazy_layer_process.h"
 #include "evs/snapshot/verified_layer_process.h"
 #include "evs/verity/dm_verity.h"
@@ -334,9 +335,10 @@ Status LayerMounter::Mount(const LayerRecord& layer, const std::string& image_pa
   return OkStatus();
 }
 
-Status LayerMounter::MountLazy(const LayerRecord& layer, const lazy::LazyLayerArgs& args) {
+Status LayerMounter::MountLazy(const LayerRecord& layer, const lazy::LazyLayerArgs& args,
+                               const LayerRecord* complete) {
   if (StillMounted(layer)) return OkStatus();
-  if (verifier_command_.empty()) {
+  if (verifier_command_.empty() && complete == nullptr) {
     return UnimplementedError("layer ", layer.digest,
                               ": lazy layers are served by a process of their own, and no "
                               "command to start one is configured");
@@ -349,6 +351,13 @@ Status LayerMounter::MountLazy(const LayerRecord& layer, const lazy::LazyLayerAr
                    << Kv("pid", mounted.verifier);
     mounts_[layer.id] = std::move(mounted);
     return OkStatus();
+  }
+  if (complete != nullptr) {
+    // Its cache is the whole layer, verified: a local layer now (issue 6:
+    // no registry, no lazy machinery; dm-verity in kernel mode).
+    EVS_LOG(kInfo) << "lazy layer complete; mounted from its cache like a local layer"
+                   << Kv("layer", layer.digest) << Kv("verity", VerityModeName(verity_));
+    return Mount(*complete, lazy::LazyLayer::LayerFile(args.cache_dir));
   }
   EVS_RETURN_IF_ERROR(ClearStale(layer.id));
   EVS_ASSIGN_OR_RETURN(PendingMount pending, StartLazy(layer, args));

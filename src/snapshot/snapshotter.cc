@@ -20,6 +20,7 @@
 #include "evs/common/log.h"
 #include "evs/lazy/lazy_layer.h"
 #include "evs/lazy/lazy_layer_process.h"
+#include "evs/verity/format.h"
 #include "evs/oci/chain_id.h"
 #include "evs/oci/media_types.h"
 #include "evs/snapshot/filter.h"
@@ -534,7 +535,34 @@ Status Snapshotter::MountLayer(const LayerRecord& layer) {
   // lazy/lazy_layer_process.h: what the layer's process needs to fetch and
   // verify it.
   EVS_ASSIGN_OR_RETURN(lazy::LazyLayerArgs args, LazyArgsFor(layer));
-  return mounter_->MountLazy(layer, args);
+  std::optional<LayerRecord> complete = CompleteLazyLayer(layer, args.cache_dir);
+  return mounter_->MountLazy(layer, args, complete ? &*complete : nullptr);
+}
+
+std::optional<LayerRecord> Snapshotter::CompleteLazyLayer(const LayerRecord& layer,
+                                                          const std::string& cache_dir) const {
+  auto root = Digest::Parse(StrCat(layer.hash_algorithm, ":", layer.root_digest));
+  if (!root.ok() || !lazy::LazyLayer::IsComplete(cache_dir, *root)) return std::nullopt;
+  // The salt is in the verity superblock only (the labels carry the root
+  // digest and hash offset). Not covered by the root digest, but a wrong
+  // one fails every block's check, so it need not be trusted.
+  const std::string file = lazy::LazyLayer::LayerFile(cache_dir);
+  std::string sb(verity::kSuperblockSize, '\0');
+  UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+  Result<size_t> got = fd ? PreadFull(fd.get(), sb.data(), sb.size(),
+                                      static_cast<off_t>(layer.hash_offset), file)
+                          : Result<size_t>(ErrnoError(errno, StrCat("open ", file)));
+  if (got.ok() && *got != sb.size()) got = DataLossError(file, ": ends inside the superblock");
+  Result<verity::VerityParams> params = got.ok() ? verity::DecodeSuperblock(sb, file)
+                                                 : Result<verity::VerityParams>(got.status());
+  if (!params.ok()) {
+    EVS_LOG(kWarning) << "complete lazy layer's verity superblock unreadable; serving it lazily"
+                      << Kv("layer", layer.digest) << Kv("error", params.status().ToString());
+    return std::nullopt;
+  }
+  LayerRecord local = layer;
+  local.salt = verity::SaltHex(params->salt);
+  return local;
 }
 
 Status Snapshotter::RemoveLayerFiles(const LayerRecord& layer) {

@@ -109,7 +109,16 @@ class LayerMounter {
   // working. Blocks for the hash tree fetch when the cache lacks it; errors
   // (the registry's, DataLoss for a tree that does not match) name the
   // layer.
-  Status MountLazy(const LayerRecord& layer, const lazy::LazyLayerArgs& args);
+  //
+  // `complete`: the layer's cache holds all of it, verified (lazy::
+  // LazyLayer::IsComplete); this is its record with the salt from the
+  // file's verity superblock. Unless its lazy process still serves it
+  // (mounted, or adopted after a restart: running containers read through
+  // it), it is then mounted from the cache file with Mount(), like a local
+  // layer: no registry, no lazy process, and per the verity mode (kernel:
+  // dm-verity, no FUSE).
+  Status MountLazy(const LayerRecord& layer, const lazy::LazyLayerArgs& args,
+                   const LayerRecord* complete = nullptr);
 
   // A lazy layer mounted by StartLazy and not yet handed to the mounter.
   // Destroying it undoes the mount: the layer's process is stopped (it

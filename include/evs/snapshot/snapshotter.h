@@ -216,6 +216,11 @@ class Snapshotter {
   // under `txn` (under mu_); AlreadyExists on success, like CommitRemote.
   Status CommitLazy(const RemoteLayerRequest& request, const LayerRecord& layer,
                     std::unique_ptr<MetadataStore::Transaction> txn);
+  // The record to mount a lazy layer with from its cache file when the
+  // cache is complete and verified (its salt read from the file); nullopt
+  // otherwise.
+  std::optional<LayerRecord> CompleteLazyLayer(const LayerRecord& layer,
+                                               const std::string& cache_dir) const;
   // What the layer's process needs to fetch and verify a lazy layer.
   Result<lazy::LazyLayerArgs> LazyArgsFor(const LayerRecord& layer) const;
   // The name to commit a remote layer under and its parent record; the
