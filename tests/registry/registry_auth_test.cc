@@ -4,6 +4,7 @@
 // cached per scope and refreshed when the registry stops accepting them.
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <thread>
 
@@ -201,6 +202,34 @@ TEST_F(AuthTest, TokenAuthPullAndPushCachingTokensPerScope) {
     ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
   }
   EXPECT_EQ((*tokens)->TokensIssued() - issued_by_skopeo, 2);
+}
+
+TEST_F(AuthTest, DebugLogsOfAnAuthenticatedPullHoldNoSecret) {
+  EVS_REQUIRE_REGISTRY_TOOLS();
+  const std::string evs = evs::testing::BuildDir() + "/src/cli/evs";
+  if (::access(evs.c_str(), X_OK) != 0) GTEST_SKIP() << "the evs binary is not built";
+  TokenServerOptions token_options;
+  token_options.users = "dave:s3cr3t-pa55";
+  auto tokens = TokenServer::Start(token_options);
+  ASSERT_TRUE(tokens.ok()) << tokens.status().ToString();
+  LocalRegistryOptions options;
+  options.token_server = tokens->get();
+  auto registry = LocalRegistry::Start(options);
+  ASSERT_TRUE(registry.ok()) << registry.status().ToString();
+  std::string host = (*registry)->host();
+  ASSERT_TRUE(evs::testing::SkopeoPush(image_, host + "/sec/app:v1", "dave:s3cr3t-pa55").ok());
+
+  // Everything the CLI logs at debug level, for a pull that needs the
+  // password and then a bearer token (JWTs start "eyJ").
+  auto run = evs::testing::Sh(evs + " --log-level debug image pull --creds dave:s3cr3t-pa55 " +
+                              host + "/sec/app:v1 --oci-layout " + dir_.Join("layout"));
+  ASSERT_EQ(run.exit_code, 0) << run.stderr_data;
+  const std::string out = run.stdout_data + run.stderr_data;
+  EXPECT_NE(out.find("DEBUG"), std::string::npos) << "debug logging was on";
+  EXPECT_EQ(out.find("s3cr3t-pa55"), std::string::npos) << out;
+  EXPECT_EQ(out.find(Base64Encode("dave:s3cr3t-pa55")), std::string::npos) << out;
+  EXPECT_EQ(out.find("eyJ"), std::string::npos) << out;
+  EXPECT_GE((*tokens)->TokensIssued(), 1);
 }
 
 TEST_F(AuthTest, IdentityTokenUsesTheRefreshGrant) {

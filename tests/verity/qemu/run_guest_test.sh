@@ -1,12 +1,17 @@
 #!/bin/bash
 # Runs the dm-verity kernel tests (verity_dm_test: DmVerityKernel.* and the
-# rest) inside a qemu guest booted from a Debian kernel, because the
-# development machine has no device-mapper. The guest is a throw-away
+# rest), then the snapshotter's tests in kernel verification mode
+# (snapshotter_test, Verity/*/kernel: layers verified by dm-verity, mounted
+# from a loop device since the guest kernel predates file-backed EROFS),
+# inside a qemu guest booted from a Debian kernel, because the development
+# machine has no device-mapper. The guest is a throw-away
 # initramfs: busybox, the test binary and the few host programs it calls
 # (mkfs.erofs, find, sort, sha256sum, getfattr), with their libraries, and
 # the kernel modules dm-verity needs. No disk image, no network.
 #
 # Usage: tests/verity/qemu/run_guest_test.sh BUILD_DIR [GTEST_FILTER]
+# (GTEST_FILTER applies to verity_dm_test; EVS_GUEST_SNAPSHOT=0 leaves the
+# snapshotter's tests out.)
 # Needs (Debian packages): qemu-system-x86, busybox-static, and a kernel:
 #   - EVS_GUEST_KERNEL_DIR: a directory with boot/vmlinuz-* and lib/modules/
 #     (an unpacked linux-image-*.deb), or else
@@ -20,15 +25,21 @@ set -euo pipefail
 BUILD=$(realpath "${1:?usage: $0 BUILD_DIR [GTEST_FILTER]}")
 FILTER=${2:-*}
 TEST_BIN="$BUILD/tests/verity/verity_dm_test"
+SNAPSHOT_BIN="$BUILD/tests/snapshot/snapshotter_test"
+[ "${EVS_GUEST_SNAPSHOT:-1}" = 0 ] && SNAPSHOT_BIN=""
 CACHE="$BUILD/qemu-guest"
 skip() { echo "SKIP: $*" >&2; exit 77; }
 
 command -v qemu-system-x86_64 >/dev/null || skip "qemu-system-x86_64 missing (apt-get install qemu-system-x86)"
 [ -x /bin/busybox ] || skip "busybox missing (apt-get install busybox-static)"
 [ -x "$TEST_BIN" ] || skip "$TEST_BIN not built"
-for p in mkfs.erofs getfattr find sort sha256sum xargs; do
+for p in mkfs.erofs getfattr find sort sha256sum xargs tar dd; do
   command -v "$p" >/dev/null || skip "$p missing"
 done
+if [ -n "$SNAPSHOT_BIN" ] && [ ! -x "$SNAPSHOT_BIN" ]; then
+  echo "note: $SNAPSHOT_BIN not built; running verity_dm_test only" >&2
+  SNAPSHOT_BIN=""
+fi
 mkdir -p "$CACHE"
 
 # --- kernel -------------------------------------------------------------------
@@ -53,7 +64,7 @@ ROOT="$CACHE/initramfs"
 rm -rf "$ROOT"
 mkdir -p "$ROOT"/{bin,sbin,usr/bin,usr/sbin,lib/modules,dev,proc,sys,tmp,run,etc}
 cp /bin/busybox "$ROOT/bin/busybox"
-for applet in sh mount umount mkdir insmod poweroff cat echo ls losetup grep sync sleep; do
+for applet in sh mount umount mkdir insmod poweroff cat echo ls losetup grep sync sleep printf rm; do
   ln -sf busybox "$ROOT/bin/$applet"
 done
 
@@ -68,7 +79,8 @@ copy_with_libs() {
   done
 }
 copy_with_libs "$TEST_BIN" /bin/verity_dm_test
-for p in mkfs.erofs getfattr find sort sha256sum xargs cut; do
+[ -n "$SNAPSHOT_BIN" ] && copy_with_libs "$SNAPSHOT_BIN" /bin/snapshotter_test
+for p in mkfs.erofs getfattr find sort sha256sum xargs cut tar dd; do
   copy_with_libs "$(command -v "$p")" "/usr/bin/$p"
 done
 
@@ -90,7 +102,7 @@ add_module() {
   cp "$file" "$ROOT/lib/modules/"
   modules+=("$(basename "$file")")
 }
-for m in crc32c_generic loop dm-mod dm-bufio dm-verity erofs; do add_module "$m"; done
+for m in crc32c_generic loop dm-mod dm-bufio dm-verity erofs overlay; do add_module "$m"; done
 
 cat > "$ROOT/init" <<EOF
 #!/bin/sh
@@ -102,7 +114,13 @@ for m in ${modules[*]}; do insmod /lib/modules/\$m || echo "insmod \$m failed"; 
 echo "EVS-GUEST: kernel \$(cat /proc/sys/kernel/osrelease), /dev/mapper: \$(ls /dev/mapper)"
 cd /tmp
 PATH=/usr/bin:/bin TMPDIR=/tmp /bin/verity_dm_test --gtest_filter='$FILTER' --gtest_color=no
-echo "EVS-GUEST-EXIT=\$?"
+code=\$?
+if [ -x /bin/snapshotter_test ]; then
+  PATH=/usr/bin:/bin TMPDIR=/tmp /bin/snapshotter_test --gtest_filter='Verity/*/kernel' --gtest_color=no
+  s=\$?
+  [ \$code = 0 ] && code=\$s
+fi
+echo "EVS-GUEST-EXIT=\$code"
 sync
 poweroff -f
 EOF
