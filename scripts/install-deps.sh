@@ -17,6 +17,8 @@ PACKAGES=(
   erofs-utils cryptsetup-bin isal zstd gzip tar xz-utils attr curl
   apache2-utils iproute2 procps psmisc time busybox-static
   golang-go golang-github-containerd-containerd-dev
+  # the dm-verity (kernel mode) tests run in a qemu guest: tests/verity/qemu
+  qemu-system-x86
 )
 
 if [ "$(id -u)" != 0 ]; then
