@@ -12,6 +12,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
@@ -36,6 +39,20 @@ struct VerifiedBlockFile::State {
   bool mounted = false;
   UniqueFd stop;  // eventfd: written once to stop the workers
   std::vector<std::thread> workers;
+
+  // Reads handed over by the workers because they wait for the network
+  // (VerifiedBlockFileOptions::miss_threads). Replied to from these
+  // threads; all joined before the session goes.
+  struct Miss {
+    fuse_req_t req;
+    size_t size;
+    off_t off;
+  };
+  std::mutex miss_mu;
+  std::condition_variable miss_cv;
+  std::deque<Miss> misses;
+  std::vector<std::thread> miss_workers;
+  bool miss_stop = false;
 
   std::atomic<uint64_t> reads{0};
   std::atomic<uint64_t> bytes_read{0};
@@ -105,6 +122,49 @@ struct VerifiedBlockFile::State {
     std::free(buf.mem);
   }
 
+  // Queues a read for the miss threads (started on the first one). False
+  // when stopping: the caller serves it itself.
+  bool HandOver(fuse_req_t req, size_t size_wanted, off_t off) {
+    {
+      std::lock_guard<std::mutex> lock(miss_mu);
+      if (miss_stop) return false;
+      if (miss_workers.empty()) {
+        for (int i = 0; i < options.miss_threads; ++i) {
+          miss_workers.emplace_back([this] { MissLoop(); });
+        }
+      }
+      misses.push_back({req, size_wanted, off});
+    }
+    miss_cv.notify_one();
+    return true;
+  }
+
+  void MissLoop() {
+    std::vector<uint8_t> buf;
+    for (;;) {
+      Miss m;
+      {
+        std::unique_lock<std::mutex> lock(miss_mu);
+        miss_cv.wait(lock, [&] { return miss_stop || !misses.empty(); });
+        if (misses.empty()) return;  // stopping, nothing left
+        m = misses.front();
+        misses.pop_front();
+      }
+      Reply(m.req, m.size, m.off, buf);
+    }
+  }
+
+  void Reply(fuse_req_t req, size_t size_wanted, off_t off, std::vector<uint8_t>& buf) {
+    const uint8_t* data = nullptr;
+    size_t n = 0;
+    int err = Read(static_cast<uint64_t>(off), size_wanted, buf, &data, &n);
+    if (err != 0) {
+      fuse_reply_err(req, err);
+    } else {
+      fuse_reply_buf(req, reinterpret_cast<const char*>(data), n);
+    }
+  }
+
   void StopWorkers() {
     if (stop.valid()) {
       uint64_t one = 1;
@@ -112,6 +172,15 @@ struct VerifiedBlockFile::State {
     }
     for (auto& t : workers) t.join();
     workers.clear();
+    // Queued misses are still answered (each within the source's bound),
+    // then the miss threads end.
+    {
+      std::lock_guard<std::mutex> lock(miss_mu);
+      miss_stop = true;
+    }
+    miss_cv.notify_all();
+    for (auto& t : miss_workers) t.join();
+    miss_workers.clear();
   }
 };
 
@@ -175,16 +244,16 @@ void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void OnRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*) {
+  VerifiedBlockFile::State* s = StateOf(req);
+  // A read that would wait for the network goes to the miss threads; this
+  // worker goes back to serve what is local.
+  if (s->options.miss_threads > 0 && !s->source->IsLocal(static_cast<uint64_t>(off), size) &&
+      s->HandOver(req, size, off)) {
+    return;
+  }
   // One buffer per worker thread, reused: no allocation per read.
   thread_local std::vector<uint8_t> buf;
-  const uint8_t* data = nullptr;
-  size_t n = 0;
-  int err = StateOf(req)->Read(static_cast<uint64_t>(off), size, buf, &data, &n);
-  if (err != 0) {
-    fuse_reply_err(req, err);
-  } else {
-    fuse_reply_buf(req, reinterpret_cast<const char*>(data), n);
-  }
+  s->Reply(req, size, off, buf);
 }
 
 void OnRelease(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
@@ -251,6 +320,7 @@ Result<std::unique_ptr<VerifiedBlockFile>> VerifiedBlockFile::Mount(
   s.options = options;
   s.options.max_read = std::clamp<uint32_t>(options.max_read, 4096, 1u << 20);
   s.options.threads = std::clamp(options.threads, 1, 64);
+  s.options.miss_threads = std::clamp(options.miss_threads, 0, 256);
   s.path = mount_path;
   s.size = hash_offset;
   s.block_size = s.tree->params().data_block_size;

@@ -353,6 +353,51 @@ TEST_F(LazyLayerTest, FiftyReadersOfOneLayerAtOnce) {
       << "concurrent misses of one chunk share one fetch: nothing fetched twice";
 }
 
+TEST_F(LazyLayerTest, CachedReadsDoNotQueueBehindMissesWaitingForTheNetwork) {
+  LazyLayerOptions options = Options();
+  options.fetch.fetch_size = 4096;  // every miss its own request
+  options.fetch.miss_timeout = std::chrono::seconds(30);
+  const std::string cached = "small/f3/31.txt";
+  {
+    auto layer = Attach(layer_->layer, options);
+    ASSERT_TRUE(layer.ok()) << layer.status().ToString();
+    ASSERT_EQ(ReadErrno(At(cached)), 0);
+    ASSERT_TRUE((*layer)->Detach().ok());
+  }
+  // Again, through a registry that answers every blob GET after 1 s: the
+  // tree and the file read above are cached, everything else waits.
+  auto proxy = FaultProxy::Start(
+      registry_->host(), R"([{"path":"/blobs/","method":"GET","fault":"delay","delay_ms":1000}])");
+  ASSERT_TRUE(proxy.ok()) << proxy.status().ToString();
+  auto layer = Attach(Via(layer_->layer, (*proxy)->host()), options);
+  ASSERT_TRUE(layer.ok()) << layer.status().ToString();
+  // More readers of uncached files than the layer has FUSE workers.
+  std::vector<std::string> uncached;
+  for (const auto& [path, content] : layer_->files) {
+    if (path != cached && content.rfind("->", 0) != 0 && content.size() > 4096) {
+      uncached.push_back(path);
+    }
+  }
+  ASSERT_GE(uncached.size(), 10u);
+  uncached.resize(10);
+  std::atomic<int> done{0}, wrong{0};
+  std::vector<std::thread> readers;
+  for (const std::string& p : uncached) {
+    readers.emplace_back([&, p] {
+      std::string got;
+      if (ReadErrno(At(p), &got) != 0 || got != Data(p)) wrong.fetch_add(1);
+      done.fetch_add(1);
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // they are all waiting now
+  std::string got;
+  ASSERT_EQ(ReadErrno(At(cached), &got), 0);
+  EXPECT_EQ(done.load(), 0) << "the cached read was answered only after misses ended";
+  EXPECT_TRUE(got == Data(cached));
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+}
+
 TEST_F(LazyLayerTest, TheBackgroundFetcherCompletesAMountedLayer) {
   auto fetcher = BackgroundFetcher::Start();
   LazyLayerOptions options = Options();

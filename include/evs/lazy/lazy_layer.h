@@ -34,12 +34,12 @@ namespace evs::lazy {
 
 struct LazyLayerOptions {
   LazyFetchOptions fetch;
-  // FUSE worker threads. More than for a local file (4): a thread waiting
-  // on a miss cannot serve a cached block meanwhile, so up to 8 concurrent
-  // misses leave cached reads unaffected. Not more: every request wakes
-  // every worker (VerifiedBlockFile polls one descriptor from all of them),
-  // and on this 2-core machine 16 threads cut the read throughput of a
-  // fully fetched layer to 0.7-0.9 × a local mount, where 8 give 1.06
+  // FUSE worker threads. Misses do not hold them: a read the cache cannot
+  // answer goes to the FUSE file's miss threads (fuse.miss_threads), so
+  // cached reads never wait behind the network. Not more: every request
+  // wakes every worker (VerifiedBlockFile polls one descriptor from all of
+  // them), and on this 2-core machine 16 threads cut the read throughput of
+  // a fully fetched layer to 0.7-0.9 × a local mount, where 8 give 1.06
   // (bench/lazy; docs/requests.md asks for exclusive wake-ups).
   int fuse_threads = 8;
   // The rest of the FUSE file's options (max_read, direct_io, tree cache).

@@ -27,6 +27,12 @@ struct VerifiedBlockFileOptions {
   // Worker threads reading /dev/fuse. Reads of a local file need about one
   // per core; a remote source that blocks on the network wants more.
   int threads = 4;
+  // Threads that serve reads the source cannot answer locally
+  // (LayerBlockSource::IsLocal false: a lazy layer's misses). A worker
+  // hands such a read over and goes back to /dev/fuse, so reads of cached
+  // blocks never queue behind misses waiting for the network (issue 6);
+  // they start when the first such read comes (none for a local file).
+  int miss_threads = 16;
   // FOPEN_DIRECT_IO: the FUSE file keeps no page cache of its own, so data
   // read through the EROFS mount on top is cached once (by EROFS) instead
   // of twice. Turn off only to measure.
