@@ -165,6 +165,16 @@ std::string ContainerdWithEvs::Creds() const {
   return " --creds " + Quote(options_.registry_user + ":" + options_.registry_password);
 }
 
+std::string ContainerdWithEvs::StartRpull(const std::string& ref) {
+  std::string pid = Sh("ctr-remote --address " + CtrSocket() +
+                       " --namespace evs-test images rpull --plain-http --snapshotter evs" +
+                       PullUser() + " " + ref + " > " + Quote(dir_.Join("rpull.log")) +
+                       " 2>&1 & echo $!")
+                        .stdout_data;
+  while (!pid.empty() && pid.back() == '\n') pid.pop_back();
+  return pid;
+}
+
 std::string ContainerdWithEvs::CtrCommand(const std::string& args, const std::string& ns) const {
   return "ctr --address " + CtrSocket() + " --namespace " + ns + " " + args;
 }

@@ -92,6 +92,10 @@ class ContainerdWithEvs : public ::testing::Test {
   // the registry's storage).
   std::vector<std::string> LayerDigests(const std::string& ref);
 
+  // Starts `ctr-remote images rpull` of `ref` in the background (output in
+  // rpull.log); returns its pid.
+  std::string StartRpull(const std::string& ref);
+
   void Pull(const std::string& ref) {
     Ctr("images pull --plain-http --snapshotter evs" + PullUser() + " " + ref);
   }

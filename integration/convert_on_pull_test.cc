@@ -225,11 +225,7 @@ TEST_F(ConvertOnPull, KillNineInTheMiddleOfAConversionLeavesNothingAndTheRetried
   big.files = {{"big.bin", std::string(1 << 20, 'B')}, {"ok.txt", "converted after all\n"}};
   std::string ref = PushImage("killed", {big});
 
-  std::string pull_pid = Sh("ctr-remote --address " + CtrSocket() +
-                            " --namespace evs-test images rpull --plain-http --snapshotter evs " +
-                            ref + " > " + Quote(dir_.Join("rpull.log")) + " 2>&1 & echo $!")
-                             .stdout_data;
-  while (!pull_pid.empty() && pull_pid.back() == '\n') pull_pid.pop_back();
+  std::string pull_pid = StartRpull(ref);
   // Wait until the conversion has staged something (the bound guards a hang).
   bool staged = false;
   for (int i = 0; i < 3000 && !staged; ++i) {

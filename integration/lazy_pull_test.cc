@@ -332,11 +332,7 @@ TEST_F(LazyPull, OtherSnapshotCallsGoOnWhileALazyAttachWaitsForASlowRegistry) {
   StartEvs({"--registry-config-path", evs_hosts, "--lazy-background-fetch", "false"});
   std::string lazy = Convert(PushImage("stuck", Image()));
 
-  std::string pull_pid = Sh("ctr-remote --address " + CtrSocket() +
-                            " --namespace evs-test images rpull --plain-http --snapshotter evs " +
-                            lazy + " > " + Quote(dir_.Join("rpull.log")) + " 2>&1 & echo $!")
-                             .stdout_data;
-  while (!pull_pid.empty() && pull_pid.back() == '\n') pull_pid.pop_back();
+  std::string pull_pid = StartRpull(lazy);
   // Wait until the attach has begun (the bound guards a hang).
   bool attaching = false;
   for (int i = 0; i < 3000 && !attaching; ++i) {

@@ -76,6 +76,30 @@ class AuthTest : public ::testing::Test {
     ASSERT_TRUE(image.ok()) << image.status().ToString();
     image_ = std::move(*image);
   }
+  // A registry that wants bearer tokens from a token server that knows
+  // `user_password` ("user:password"), holding image_ as host/repo:v1.
+  struct TokenRegistry {
+    std::unique_ptr<TokenServer> tokens;
+    std::unique_ptr<LocalRegistry> registry;
+    std::string host;
+  };
+  void StartTokenRegistry(const std::string& user_password, const std::string& repo,
+                          TokenRegistry* out) {
+    TokenServerOptions token_options;
+    token_options.users = user_password;
+    auto tokens = TokenServer::Start(token_options);
+    ASSERT_TRUE(tokens.ok()) << tokens.status().ToString();
+    out->tokens = std::move(*tokens);
+    LocalRegistryOptions options;
+    options.token_server = out->tokens.get();
+    auto registry = LocalRegistry::Start(options);
+    ASSERT_TRUE(registry.ok()) << registry.status().ToString();
+    out->registry = std::move(*registry);
+    out->host = out->registry->host();
+    ASSERT_TRUE(
+        evs::testing::SkopeoPush(image_, out->host + "/" + repo + ":v1", user_password).ok());
+  }
+
   TempDir dir_;
   TestImage image_;
 };
@@ -167,17 +191,11 @@ TEST_F(AuthTest, DockerConfigAuthsAndCredentialHelpers) {
 
 TEST_F(AuthTest, TokenAuthPullAndPushCachingTokensPerScope) {
   EVS_REQUIRE_REGISTRY_TOOLS();
-  TokenServerOptions token_options;
-  token_options.users = "carol:tok3n";
-  auto tokens = TokenServer::Start(token_options);
-  ASSERT_TRUE(tokens.ok()) << tokens.status().ToString();
-  LocalRegistryOptions options;
-  options.token_server = tokens->get();
-  auto registry = LocalRegistry::Start(options);
-  ASSERT_TRUE(registry.ok()) << registry.status().ToString();
-  std::string host = (*registry)->host();
-  ASSERT_TRUE(evs::testing::SkopeoPush(image_, host + "/tok/app:v1", "carol:tok3n").ok());
-  int issued_by_skopeo = (*tokens)->TokensIssued();
+  TokenRegistry world;
+  ASSERT_NO_FATAL_FAILURE(StartTokenRegistry("carol:tok3n", "tok/app", &world));
+  const std::string& host = world.host;
+  TokenServer* tokens = world.tokens.get();
+  int issued_by_skopeo = tokens->TokensIssued();
 
   auto anonymous = NewClient(nullptr);
   Status s = PullAll(*anonymous, host + "/tok/app:v1", image_);
@@ -187,10 +205,10 @@ TEST_F(AuthTest, TokenAuthPullAndPushCachingTokensPerScope) {
   auto client = NewClient(Creds(host, "carol", "tok3n"));
   ASSERT_TRUE(PullAll(*client, host + "/tok/app:v1", image_).ok());
   // Manifest, index, config and both layers: one token for the pull scope.
-  EXPECT_EQ((*tokens)->TokensIssued() - issued_by_skopeo, 1)
-      << evs::testing::ReadFileOrDie((*tokens)->log_path());
+  EXPECT_EQ(tokens->TokensIssued() - issued_by_skopeo, 1)
+      << evs::testing::ReadFileOrDie(tokens->log_path());
   ASSERT_TRUE(PullAll(*client, host + "/tok/app:v1", image_).ok());
-  EXPECT_EQ((*tokens)->TokensIssued() - issued_by_skopeo, 1);
+  EXPECT_EQ(tokens->TokensIssued() - issued_by_skopeo, 1);
 
   // Pushing needs pull,push: a second token, then cached too.
   for (int i = 0; i < 2; ++i) {
@@ -201,23 +219,16 @@ TEST_F(AuthTest, TokenAuthPullAndPushCachingTokensPerScope) {
     auto pushed = client->PushBlob(Ref(host + "/tok/pushed"), d, &content);
     ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
   }
-  EXPECT_EQ((*tokens)->TokensIssued() - issued_by_skopeo, 2);
+  EXPECT_EQ(tokens->TokensIssued() - issued_by_skopeo, 2);
 }
 
 TEST_F(AuthTest, DebugLogsOfAnAuthenticatedPullHoldNoSecret) {
   EVS_REQUIRE_REGISTRY_TOOLS();
   const std::string evs = evs::testing::BuildDir() + "/src/cli/evs";
   if (::access(evs.c_str(), X_OK) != 0) GTEST_SKIP() << "the evs binary is not built";
-  TokenServerOptions token_options;
-  token_options.users = "dave:s3cr3t-pa55";
-  auto tokens = TokenServer::Start(token_options);
-  ASSERT_TRUE(tokens.ok()) << tokens.status().ToString();
-  LocalRegistryOptions options;
-  options.token_server = tokens->get();
-  auto registry = LocalRegistry::Start(options);
-  ASSERT_TRUE(registry.ok()) << registry.status().ToString();
-  std::string host = (*registry)->host();
-  ASSERT_TRUE(evs::testing::SkopeoPush(image_, host + "/sec/app:v1", "dave:s3cr3t-pa55").ok());
+  TokenRegistry world;
+  ASSERT_NO_FATAL_FAILURE(StartTokenRegistry("dave:s3cr3t-pa55", "sec/app", &world));
+  const std::string& host = world.host;
 
   // Everything the CLI logs at debug level, for a pull that needs the
   // password and then a bearer token (JWTs start "eyJ").
@@ -229,7 +240,7 @@ TEST_F(AuthTest, DebugLogsOfAnAuthenticatedPullHoldNoSecret) {
   EXPECT_EQ(out.find("s3cr3t-pa55"), std::string::npos) << out;
   EXPECT_EQ(out.find(Base64Encode("dave:s3cr3t-pa55")), std::string::npos) << out;
   EXPECT_EQ(out.find("eyJ"), std::string::npos) << out;
-  EXPECT_GE((*tokens)->TokensIssued(), 1);
+  EXPECT_GE(world.tokens->TokensIssued(), 1);
 }
 
 TEST_F(AuthTest, IdentityTokenUsesTheRefreshGrant) {
