@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstring>
 #include <mutex>
 #include <vector>
@@ -34,6 +35,10 @@ struct VerityTree::State {
   // Verified hash blocks, indexed by file hash block − hash_start_block.
   std::mutex cache_mu;
   std::vector<HashBlock> cache;
+  // Slots being read and verified by one thread; others wanting the same
+  // block wait for it (cache_cv) instead of reading it too.
+  std::vector<uint8_t> loading;
+  std::condition_variable cache_cv;
   uint64_t level0_cached = 0;
   uint64_t level0_limit = 0;  // level-0 blocks kept at most
   uint64_t clock_hand = 0;
@@ -78,9 +83,27 @@ struct VerityTree::State {
     const uint64_t file_block = layout.level_start[level] + index;
     const uint64_t slot = file_block - layout.hash_start_block;
     {
-      std::lock_guard<std::mutex> lock(cache_mu);
-      if (cache[slot]) return cache[slot];
+      std::unique_lock<std::mutex> lock(cache_mu);
+      for (;;) {
+        if (cache[slot]) return cache[slot];
+        if (!loading[slot]) break;
+        cache_cv.wait(lock);  // another thread is reading it
+      }
+      loading[slot] = 1;
     }
+    // Whatever happens below, the slot is free again for the next reader
+    // (which retries if this one failed).
+    struct Loading {
+      State* s;
+      uint64_t slot;
+      ~Loading() {
+        {
+          std::lock_guard<std::mutex> lock(s->cache_mu);
+          s->loading[slot] = 0;
+        }
+        s->cache_cv.notify_all();
+      }
+    } loading_guard{this, slot};
     const uint32_t hbs = layout.hash_block_size;
     const uint64_t offset = file_block * hbs;
     auto block = std::make_shared<std::vector<uint8_t>>(hbs);
@@ -178,6 +201,7 @@ Result<std::unique_ptr<VerityTree>> VerityTree::Open(LayerBlockSource* source, u
   s.name = std::move(name);
   s.options = options;
   s.cache.resize(s.layout.hash_blocks);
+  s.loading.assign(s.layout.hash_blocks, 0);
   s.level0_limit = std::max<uint64_t>(1, options.cache_bytes / s.layout.hash_block_size);
   return tree;
 }
