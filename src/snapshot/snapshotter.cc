@@ -535,7 +535,9 @@ Status Snapshotter::MountLayer(const LayerRecord& layer) {
   // lazy/lazy_layer_process.h: what the layer's process needs to fetch and
   // verify it.
   EVS_ASSIGN_OR_RETURN(lazy::LazyLayerArgs args, LazyArgsFor(layer));
-  std::optional<LayerRecord> complete = CompleteLazyLayer(layer, args.cache_dir);
+  // (Only when not mounted: a mounted layer stays as it is.)
+  std::optional<LayerRecord> complete;
+  if (!mounter_->IsMounted(layer.id)) complete = CompleteLazyLayer(layer, args.cache_dir);
   return mounter_->MountLazy(layer, args, complete ? &*complete : nullptr);
 }
 
