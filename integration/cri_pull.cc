@@ -1,6 +1,6 @@
 // cri-pull: one CRI PullImage call (runtime.v1.ImageService), the call the
 // kubelet makes, against containerd's CRI plugin. For the integration tests
-// and scripts/demo.sh; Debian 12 has no crictl.
+// (Debian 12 has no crictl).
 //
 //   cri-pull --address /run/containerd/containerd.sock IMAGE [--user U:P]
 //
