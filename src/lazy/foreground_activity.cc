@@ -38,7 +38,7 @@ ForegroundActivity::~ForegroundActivity() {
 }
 
 Result<std::shared_ptr<ForegroundActivity>> ForegroundActivity::OpenShared(const std::string& dir,
-                                                                          int slots) {
+                                                                           int slots) {
   if (slots < 1) return InvalidArgumentError("background fetch slots: ", slots, " (want >= 1)");
   EVS_RETURN_IF_ERROR(MakeDirs(dir, 0700));
   const std::string path = ActivityFile(dir);

@@ -20,11 +20,11 @@
 #include "evs/common/log.h"
 #include "evs/lazy/lazy_layer.h"
 #include "evs/lazy/lazy_layer_process.h"
-#include "evs/verity/format.h"
 #include "evs/oci/chain_id.h"
 #include "evs/oci/media_types.h"
 #include "evs/snapshot/filter.h"
 #include "evs/snapshot/mounts.h"
+#include "evs/verity/format.h"
 
 namespace evs::snapshot {
 namespace {
@@ -551,12 +551,12 @@ std::optional<LayerRecord> Snapshotter::CompleteLazyLayer(const LayerRecord& lay
   const std::string file = lazy::LazyLayer::LayerFile(cache_dir);
   std::string sb(verity::kSuperblockSize, '\0');
   UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
-  Result<size_t> got = fd ? PreadFull(fd.get(), sb.data(), sb.size(),
-                                      static_cast<off_t>(layer.hash_offset), file)
-                          : Result<size_t>(ErrnoError(errno, StrCat("open ", file)));
+  Result<size_t> got =
+      fd ? PreadFull(fd.get(), sb.data(), sb.size(), static_cast<off_t>(layer.hash_offset), file)
+         : Result<size_t>(ErrnoError(errno, StrCat("open ", file)));
   if (got.ok() && *got != sb.size()) got = DataLossError(file, ": ends inside the superblock");
-  Result<verity::VerityParams> params = got.ok() ? verity::DecodeSuperblock(sb, file)
-                                                 : Result<verity::VerityParams>(got.status());
+  Result<verity::VerityParams> params =
+      got.ok() ? verity::DecodeSuperblock(sb, file) : Result<verity::VerityParams>(got.status());
   if (!params.ok()) {
     EVS_LOG(kWarning) << "complete lazy layer's verity superblock unreadable; serving it lazily"
                       << Kv("layer", layer.digest) << Kv("error", params.status().ToString());

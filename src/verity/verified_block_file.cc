@@ -13,10 +13,10 @@
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
-#include <deque>
-#include <mutex>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <mutex>
 #include <thread>
 #include <vector>
 
