@@ -166,11 +166,11 @@ std::string ContainerdWithEvs::Creds() const {
 }
 
 std::string ContainerdWithEvs::StartRpull(const std::string& ref) {
-  std::string pid = Sh("ctr-remote --address " + CtrSocket() +
-                       " --namespace evs-test images rpull --plain-http --snapshotter evs" +
-                       PullUser() + " " + ref + " > " + Quote(dir_.Join("rpull.log")) +
-                       " 2>&1 & echo $!")
-                        .stdout_data;
+  std::string pid =
+      Sh("ctr-remote --address " + CtrSocket() +
+         " --namespace evs-test images rpull --plain-http --snapshotter evs" + PullUser() + " " +
+         ref + " > " + Quote(dir_.Join("rpull.log")) + " 2>&1 & echo $!")
+          .stdout_data;
   while (!pid.empty() && pid.back() == '\n') pid.pop_back();
   return pid;
 }

@@ -284,9 +284,10 @@ void AddLayerCommands(CLI::App& app, Status* status) {
   convert->add_option("--uuid-seed", flags->uuid_seed,
                       "Derive the image UUID from this text (e.g. the blob digest); default: "
                       "all-zero UUID");
-  convert->add_option("--max-tar-bytes", flags->max_tar_bytes,
-                      "Fail if the uncompressed tar exceeds this many bytes: a gzip bomb stops "
-                      "here (0: no limit)")
+  convert
+      ->add_option("--max-tar-bytes", flags->max_tar_bytes,
+                   "Fail if the uncompressed tar exceeds this many bytes: a gzip bomb stops "
+                   "here (0: no limit)")
       ->capture_default_str();
   convert->add_option("--blob-digest", flags->blob_digest,
                       "Fail unless IN has this digest (sha256:…); no output file then");

@@ -47,10 +47,11 @@ std::vector<std::string> LazyLayerArgv(const LazyLayerArgs& a) {
 
 Result<LazyLayerArgs> ParseLazyLayerArgv(const std::vector<std::string>& argv) {
   if (argv.size() != 15 || argv[0] != kServeLazyLayerCommand) {
-    return InvalidArgumentError(kServeLazyLayerCommand,
-                                ": want REPOSITORY DIGEST SIZE ROOT_DIGEST HASH_OFFSET BLOCK_SIZE "
-                                "CACHE_DIR TARGET HOSTS_DIR DOCKER_CONFIG NODE_DIR FETCH_SIZE BANDWIDTH "
-                                "background|no-background");
+    return InvalidArgumentError(
+        kServeLazyLayerCommand,
+        ": want REPOSITORY DIGEST SIZE ROOT_DIGEST HASH_OFFSET BLOCK_SIZE "
+        "CACHE_DIR TARGET HOSTS_DIR DOCKER_CONFIG NODE_DIR FETCH_SIZE BANDWIDTH "
+        "background|no-background");
   }
   LazyLayerArgs a;
   EVS_ASSIGN_OR_RETURN(a.layer.repository, oci::Reference::Parse(argv[1]));

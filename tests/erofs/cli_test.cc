@@ -105,9 +105,9 @@ TEST_F(EvsLayerCli, AGzipStreamThatNeverEndsStopsAtTheCap) {
   // default cap is on (64 GiB, like the snapshotter's); a small one makes
   // the test quick.
   EXPECT_NE(ShOk(Evs() + " layer convert --help").find("68719476736"), std::string::npos);
-  SubprocessResult r = Sh("cat /dev/zero | gzip -1 | " + Evs() +
-                          " layer convert --max-tar-bytes 33554432 - '" + t_.Join("bomb.erofs") +
-                          "'");
+  SubprocessResult r =
+      Sh("cat /dev/zero | gzip -1 | " + Evs() + " layer convert --max-tar-bytes 33554432 - '" +
+         t_.Join("bomb.erofs") + "'");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.stderr_data.find("exceeds the limit of 33554432 bytes"), std::string::npos)
       << r.stderr_data;
