@@ -1,13 +1,12 @@
 #include "evs/lazy/lazy_layer_process.h"
 
-#include <signal.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <charconv>
 
 #include "evs/common/fd.h"
 #include "evs/common/log.h"
+#include "evs/common/serve_process.h"
 #include "evs/lazy/background_fetcher.h"
 #include "evs/lazy/lazy_layer.h"
 #include "evs/registry/credentials.h"
@@ -88,18 +87,7 @@ Result<LazyLayerArgs> ParseLazyLayerArgv(const std::vector<std::string>& argv) {
 }
 
 int ServeLazyLayer(const LazyLayerArgs& args, int status_fd) {
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  ::setsid();
-
-  auto report = [&](const std::string& line) {
-    (void)WriteAll(status_fd, line.data(), line.size(), "status pipe");
-    ::close(status_fd);
-  };
+  ServeProcess process(status_fd);
   std::shared_ptr<ForegroundActivity> activity;
   auto attach = [&]() -> Result<std::pair<std::unique_ptr<registry::RegistryClient>,
                                           std::unique_ptr<BackgroundFetcher>>> {
@@ -122,7 +110,7 @@ int ServeLazyLayer(const LazyLayerArgs& args, int status_fd) {
   };
   auto parts = attach();
   if (!parts.ok()) {
-    report("error: " + parts.status().ToString() + "\n");
+    process.Report("error: " + parts.status().ToString());
     return 1;
   }
   LazyLayerOptions options;
@@ -132,32 +120,13 @@ int ServeLazyLayer(const LazyLayerArgs& args, int status_fd) {
   auto layer =
       LazyLayer::Attach(parts->first.get(), args.layer, args.cache_dir, args.target, options);
   if (!layer.ok()) {
-    report("error: " + layer.status().ToString() + "\n");
+    process.Report("error: " + layer.status().ToString());
     return 1;
   }
-  report("ok\n");
-
-  for (;;) {
-    int sig = 0;
-    if (sigwait(&signals, &sig) != 0 || sig == SIGHUP) continue;
-    break;
-  }
-  // Released when no overlay reads the layer any more; until then keep
-  // serving (the reads of a running container must not fail).
-  bool said = false;
-  for (;;) {
-    Status s = (*layer)->Detach();
-    if (s.ok()) return 0;
-    if (!said) {
-      EVS_LOG(kInfo) << "lazy layer still in use; serving until it is released"
-                     << Kv("layer", args.layer.descriptor.digest.Short())
-                     << Kv("reason", s.message());
-      said = true;
-    }
-    struct timespec second = {1, 0};
-    int sig = sigtimedwait(&signals, nullptr, &second);
-    if (sig == SIGINT) return 1;  // asked twice: give up, the kernel detaches on exit
-  }
+  process.Report("ok");
+  return process.ServeUntilReleased([&] { return (*layer)->Detach(); },
+                                    "lazy layer still in use; serving until it is released",
+                                    args.layer.descriptor.digest.Short());
 }
 
 }  // namespace evs::lazy

@@ -1,7 +1,5 @@
 #include "evs/snapshot/verified_layer_process.h"
 
-#include <signal.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -9,6 +7,7 @@
 #include "evs/common/digest.h"
 #include "evs/common/fd.h"
 #include "evs/common/log.h"
+#include "evs/common/serve_process.h"
 #include "evs/verity/verified_block_file.h"
 
 namespace evs::snapshot {
@@ -46,21 +45,10 @@ Result<VerifiedLayerArgs> ParseVerifiedLayerArgv(const std::vector<std::string>&
 }
 
 int ServeVerifiedLayer(const VerifiedLayerArgs& args, int status_fd) {
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  ::setsid();
-
-  auto report = [&](const std::string& line) {
-    (void)WriteAll(status_fd, line.data(), line.size(), "status pipe");
-    ::close(status_fd);
-  };
+  ServeProcess process(status_fd);
   auto root = Digest::Parse(args.root_digest);
   if (!root.ok()) {
-    report("error: " + root.status().ToString() + "\n");
+    process.Report("error: " + root.status().ToString());
     return 1;
   }
   verity::VerifiedBlockFileOptions options;
@@ -69,31 +57,12 @@ int ServeVerifiedLayer(const VerifiedLayerArgs& args, int status_fd) {
   auto mount = verity::VerifiedErofsMount::MountLayerFile(args.layer_file, args.hash_offset, *root,
                                                           args.fuse_file, args.target, options);
   if (!mount.ok()) {
-    report("error: " + mount.status().ToString() + "\n");
+    process.Report("error: " + mount.status().ToString());
     return 1;
   }
-  report("ok\n");
-
-  for (;;) {
-    int sig = 0;
-    if (sigwait(&signals, &sig) != 0 || sig == SIGHUP) continue;
-    break;
-  }
-  // Released when no overlay reads the layer any more; until then keep
-  // serving (the reads of a running container must not fail).
-  bool said = false;
-  for (;;) {
-    Status s = (*mount)->Unmount();
-    if (s.ok()) return 0;
-    if (!said) {
-      EVS_LOG(kInfo) << "layer still in use; serving until it is released" << Kv("layer", args.name)
-                     << Kv("reason", s.message());
-      said = true;
-    }
-    struct timespec second = {1, 0};
-    int sig = sigtimedwait(&signals, nullptr, &second);
-    if (sig == SIGINT) return 1;  // asked twice: give up, the kernel detaches on exit
-  }
+  process.Report("ok");
+  return process.ServeUntilReleased([&] { return (*mount)->Unmount(); },
+                                    "layer still in use; serving until it is released", args.name);
 }
 
 }  // namespace evs::snapshot
