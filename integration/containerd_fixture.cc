@@ -269,4 +269,36 @@ int ContainerdWithEvs::CountInLog(const std::string& path, const std::string& ne
   return n;
 }
 
+std::vector<LayerSpec> ContainerdWithEvs::DeepImage() {
+  std::vector<LayerSpec> layers(128);
+  layers[0].busybox = true;
+  for (int i = 0; i < 128; ++i) {
+    layers[i].files["layers/" + std::to_string(i)] = std::to_string(i) + "\n";
+    layers[i].files["which"] = std::to_string(i) + "\n";
+  }
+  return layers;
+}
+
+void ContainerdWithEvs::StartReader(const std::string& ref, const std::string& id,
+                                    const std::string& out) {
+  ASSERT_TRUE(MakeDirs(out).ok());
+  Ctr("run -d --snapshotter evs --mount type=bind,src=" + out + ",dst=/out,options=rbind:rw " +
+      ref + " " + id + " /bin/sh -c " +
+      Quote("i=0; while true; do i=$((i+1)); "
+            "if cat /etc/greeting /data/kept.txt /opaque/new.txt > /out/r.tmp; "
+            "then mv /out/r.tmp /out/r; echo $i > /out/n.tmp; mv /out/n.tmp /out/n; "
+            "else echo $i >> /out/errors; fi; sleep 0.05; done"));
+}
+
+bool ContainerdWithEvs::ReaderRounds(const std::string& out) {
+  ShOk("sync; echo 3 > /proc/sys/vm/drop_caches");
+  auto count = [&] {
+    std::string n = Sh("cat " + Quote(out + "/n") + " 2>/dev/null").stdout_data;
+    return n.empty() ? 0 : std::stoi(n);
+  };
+  int start = count();
+  for (int i = 0; i < 6000 && count() < start + 2; ++i) ::usleep(10000);
+  return count() >= start + 2;
+}
+
 }  // namespace evs::integration

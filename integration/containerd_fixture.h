@@ -109,6 +109,17 @@ class ContainerdWithEvs : public ::testing::Test {
   // The output of HidingImageScript() on HidingImage().
   static std::string HidingImageScript();
   static std::string HidingImageOutput();
+  // 128 layers: busybox in the first, layers/<i> and `which` (= i) in each.
+  static std::vector<LayerSpec> DeepImage();
+
+  // Starts container `id` of `ref` that reads /etc/greeting, /data/kept.txt
+  // and /opaque/new.txt (HidingImage()) in a loop, recording each round in
+  // `out` (a host directory): the last output in r, the count in n, failed
+  // rounds in errors.
+  void StartReader(const std::string& ref, const std::string& id, const std::string& out);
+  // Drops the page cache, then waits for two more successful rounds of that
+  // reader (the bound only guards a hang); false if they did not come.
+  bool ReaderRounds(const std::string& out);
 
   // Times the log mentions `needle`.
   int CountInLog(const std::string& path, const std::string& needle);

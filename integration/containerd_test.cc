@@ -39,13 +39,7 @@ TEST_F(ContainerdWithEvs, AContainerWritesToItsOwnUpperLayerOnly) {
 }
 
 TEST_F(ContainerdWithEvs, AnImageOf128LayersRuns) {
-  std::vector<LayerSpec> layers(128);
-  layers[0].busybox = true;
-  for (int i = 0; i < 128; ++i) {
-    layers[i].files["layers/" + std::to_string(i)] = std::to_string(i) + "\n";
-    layers[i].files["which"] = std::to_string(i) + "\n";
-  }
-  std::string ref = PushImage("deep", layers);
+  std::string ref = PushImage("deep", DeepImage());
   Pull(ref);
   EXPECT_EQ(Run(ref, "deep1", "ls /layers | wc -l; cat /which /layers/0 /layers/127"),
             "128\n127\n0\n127\n");
@@ -72,42 +66,24 @@ TEST_F(ContainerdWithEvs, ARunningContainerKeepsReadingItsFilesAcrossDaemonResta
   // The container reads two files from its layers in a loop and records each
   // round in a host directory: the count in n, failures in errors.
   std::string out = dir_.Join("out");
-  ASSERT_TRUE(MakeDirs(out).ok());
-  Ctr("run -d --snapshotter evs --mount type=bind,src=" + out + ",dst=/out,options=rbind:rw " +
-      ref + " reader /bin/sh -c " +
-      Quote("i=0; while true; do i=$((i+1)); "
-            "if cat /etc/greeting /data/kept.txt /opaque/new.txt > /out/r.tmp; "
-            "then mv /out/r.tmp /out/r; echo $i > /out/n.tmp; mv /out/n.tmp /out/n; "
-            "else echo $i >> /out/errors; fi; sleep 0.05; done"));
-  // Waits for two more successful rounds (the bound only guards a hang);
-  // dropping the page cache first makes them read through the layer mounts.
-  auto rounds = [&] {
-    ShOk("sync; echo 3 > /proc/sys/vm/drop_caches");
-    auto count = [&] {
-      std::string n = Sh("cat " + Quote(out + "/n") + " 2>/dev/null").stdout_data;
-      return n.empty() ? 0 : std::stoi(n);
-    };
-    int start = count();
-    for (int i = 0; i < 6000 && count() < start + 2; ++i) ::usleep(10000);
-    return count() >= start + 2;
-  };
+  ASSERT_NO_FATAL_FAILURE(StartReader(ref, "reader", out));
   const std::string expected = "hello from layer 2\nkept\nnew\n";
-  ASSERT_TRUE(rounds());
+  ASSERT_TRUE(ReaderRounds(out));
   EXPECT_EQ(ReadFileOrDie(out + "/r"), expected);
 
   // A graceful stop: the layers under the container stay mounted.
   evs_.Stop();
   EXPECT_NE(ReadFileOrDie(EvsLog()).find("left_in_use=3"), std::string::npos) << Tail(EvsLog());
-  EXPECT_TRUE(rounds()) << "while the daemon is down";
+  EXPECT_TRUE(ReaderRounds(out)) << "while the daemon is down";
   StartEvs();
-  EXPECT_TRUE(rounds()) << "after a restart";
+  EXPECT_TRUE(ReaderRounds(out)) << "after a restart";
 
   // kill -9, then a new daemon takes over the stale mounts.
   ASSERT_EQ(::kill(evs_.pid(), SIGKILL), 0);
   evs_.Stop();
-  EXPECT_TRUE(rounds()) << "after kill -9";
+  EXPECT_TRUE(ReaderRounds(out)) << "after kill -9";
   StartEvs();
-  EXPECT_TRUE(rounds()) << "after the second restart";
+  EXPECT_TRUE(ReaderRounds(out)) << "after the second restart";
 
   EXPECT_EQ(ReadFileOrDie(out + "/r"), expected);
   EXPECT_EQ(Sh("cat " + Quote(out + "/errors") + " 2>/dev/null").stdout_data, "")

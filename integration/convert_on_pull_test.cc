@@ -135,13 +135,7 @@ TEST_F(ConvertOnPull, ACriPullImageCallLeavesEveryLayerToEvsAndTheImageRuns) {
 TEST_F(ConvertOnPull, AnImageOf128LayersIsConvertedOnPullAndRuns) {
   // Its cri.image-layers label is cut to fit 4096 bytes: later layers are
   // queued by the Prepares of the layers before them.
-  std::vector<LayerSpec> layers(128);
-  layers[0].busybox = true;
-  for (int i = 0; i < 128; ++i) {
-    layers[i].files["layers/" + std::to_string(i)] = std::to_string(i) + "\n";
-    layers[i].files["which"] = std::to_string(i) + "\n";
-  }
-  std::string ref = PushImage("deep", layers);
+  std::string ref = PushImage("deep", DeepImage());
   std::string id = CriPull(ref);
   EXPECT_EQ(CountInLog(EvsLog(), "layer prepared remotely"), 128) << Tail(EvsLog());
   EXPECT_EQ(Run(ref, "deep1", "ls /layers | wc -l; cat /which /layers/0 /layers/127", "k8s.io"),

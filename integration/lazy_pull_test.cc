@@ -225,36 +225,18 @@ TEST_F(LazyPull, ARunningContainerKeepsReadingLazyLayersAcrossRestartsAndKillNin
   std::string lazy = Convert(PushImage("lazy-restart", Image()));
   Rpull(lazy);
   std::string out = dir_.Join("out");
-  ASSERT_TRUE(MakeDirs(out).ok());
-  Ctr("run -d --snapshotter evs --mount type=bind,src=" + out + ",dst=/out,options=rbind:rw " +
-      lazy + " reader /bin/sh -c " +
-      Quote("i=0; while true; do i=$((i+1)); "
-            "if cat /etc/greeting /data/kept.txt /opaque/new.txt > /out/r.tmp; "
-            "then mv /out/r.tmp /out/r; echo $i > /out/n.tmp; mv /out/n.tmp /out/n; "
-            "else echo $i >> /out/errors; fi; sleep 0.05; done"));
-  // Two more successful rounds, reading through the layer mounts (caches
-  // dropped; the bound only guards a hang).
-  auto rounds = [&] {
-    ShOk("sync; echo 3 > /proc/sys/vm/drop_caches");
-    auto count = [&] {
-      std::string n = Sh("cat " + Quote(out + "/n") + " 2>/dev/null").stdout_data;
-      return n.empty() ? 0 : std::stoi(n);
-    };
-    int start = count();
-    for (int i = 0; i < 6000 && count() < start + 2; ++i) ::usleep(10000);
-    return count() >= start + 2;
-  };
-  ASSERT_TRUE(rounds());
+  ASSERT_NO_FATAL_FAILURE(StartReader(lazy, "reader", out));
+  ASSERT_TRUE(ReaderRounds(out));
   evs_.Stop();
-  EXPECT_TRUE(rounds()) << "while the daemon is down";
+  EXPECT_TRUE(ReaderRounds(out)) << "while the daemon is down";
   StartEvs({"--lazy-background-fetch", "false"});
-  EXPECT_TRUE(rounds()) << "after a restart";
+  EXPECT_TRUE(ReaderRounds(out)) << "after a restart";
   EXPECT_EQ(CountInLog(EvsLog(), "adopted a lazy layer"), 3) << Tail(EvsLog());
   ASSERT_EQ(::kill(evs_.pid(), SIGKILL), 0);
   evs_.Stop();
-  EXPECT_TRUE(rounds()) << "after kill -9";
+  EXPECT_TRUE(ReaderRounds(out)) << "after kill -9";
   StartEvs({"--lazy-background-fetch", "false"});
-  EXPECT_TRUE(rounds()) << "after the second restart";
+  EXPECT_TRUE(ReaderRounds(out)) << "after the second restart";
   EXPECT_EQ(CountInLog(EvsLog(), "adopted a lazy layer"), 6) << Tail(EvsLog());
   EXPECT_EQ(ReadFileOrDie(out + "/r"), "hello from layer 2\nkept\nnew\n");
   EXPECT_EQ(Sh("cat " + Quote(out + "/errors") + " 2>/dev/null").stdout_data, "")
