@@ -88,35 +88,14 @@ wait_socket() {
   tail -n 20 "$2" >&2
   return 1
 }
-free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 40000))
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-  done
-}
 
 echo "== 1. starting docker-registry, containerd-evs-grpc and containerd in $WORK"
 start_world() {
-  local port
-  port=$(free_port)
-  mkdir -p "$WORK/registry" "$WORK/ctd"
-  cat > "$WORK/registry/config.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: false
-storage:
-  filesystem:
-    rootdirectory: $WORK/registry/storage
-http:
-  addr: 127.0.0.1:$port
-EOF
-  docker-registry serve "$WORK/registry/config.yml" > "$WORK/registry/access.log" 2>&1 &
-  registry_pid=$!
-  HOST="127.0.0.1:$port"
-  for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.02; done
+  mkdir -p "$WORK/ctd"
+  # The registry logs every request: the access log shows who downloaded
+  # which layer.
+  HOST=$(EVS_REGISTRY_ACCESS_LOG=1 "$ROOT/tests/tools/local-registry.sh" start "$WORK/registry")
+  registry_pid=$(cat "$WORK/registry/pid")
 
   # evs: its own root and socket; registry credentials from
   # ~/.docker/config.json, mirrors from hosts.toml (none here: a localhost
@@ -198,7 +177,7 @@ rpull() {
   ctr-remote --address "$WORK/ctd/c.sock" -n pull images rpull --plain-http --snapshotter evs \
     "$IMAGE" >/dev/null
 }
-log_before=$(wc -l < "$WORK/registry/access.log")
+log_before=$(wc -l < "$WORK/registry/registry.log")
 step "ctr-remote images rpull --snapshotter evs" rpull
 grep -E "layer converted|layer prepared remotely" "$WORK/evs.log" |
   sed -E 's/.*(layer converted|layer prepared remotely).* (layer=sha256:[0-9a-f]{12})[0-9a-f]*.* (ms=[0-9]+).*/     \1 \2… \3/'
@@ -210,7 +189,7 @@ done
 echo "   layer blobs in containerd's content store: $fetched_by_containerd of 3"
 echo "   layer blob downloads during the rpull (registry access log), by user agent:"
 for l in $LAYERS; do
-  tail -n +"$((log_before + 1))" "$WORK/registry/access.log" | grep "GET /v2/demo/app/blobs/$l" |
+  tail -n +"$((log_before + 1))" "$WORK/registry/registry.log" | grep "GET /v2/demo/app/blobs/$l" |
     grep -o '"[^"]*"$' | sort | uniq -c | sed "s/^ */     ${l:0:19}… /"
 done
 echo "   ctr run:"
@@ -231,12 +210,12 @@ step "evs image convert (layers become EROFS + dm-verity tree)" lazy_convert
 lazy_bytes() {  # layer blob bytes the registry served since line $1 of its log
   local total=0 l
   for l in $LAZY_LAYERS; do
-    total=$((total + $(tail -n +"$(($1 + 1))" "$WORK/registry/access.log" |
+    total=$((total + $(tail -n +"$(($1 + 1))" "$WORK/registry/registry.log" |
       grep "GET /v2/demo/app/blobs/$l " | awk '{ t += $10 } END { print t + 0 }')))
   done
   echo "$total"
 }
-log_before=$(wc -l < "$WORK/registry/access.log")
+log_before=$(wc -l < "$WORK/registry/registry.log")
 lazy_pull() {
   ctr-remote --address "$WORK/ctd/c.sock" -n lazy images rpull --plain-http --snapshotter evs \
     "$LAZY" >/dev/null

@@ -47,6 +47,7 @@ set -euo pipefail
 BUILD=${1:?usage: $0 BUILD_DIR [WORK_DIR]}
 BUILD=$(realpath "$BUILD")
 DAEMON="$BUILD/plugin/containerd-evs-grpc"
+REGISTRY_SH="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/tests/tools/local-registry.sh"
 WORK=${2:-/var/tmp/evs-pull-run-bench}
 RUNS=${RUNS:-3}
 IMAGE_MB=${IMAGE_MB:-1500}
@@ -90,10 +91,7 @@ stop_world() {
 }
 cleanup() {
   stop_world
-  if [ -n "$registry_pid" ]; then
-    kill "$registry_pid" 2>/dev/null || true
-    wait "$registry_pid" 2>/dev/null || true
-  fi
+  if [ -n "$registry_pid" ]; then "$REGISTRY_SH" stop "$WORK/registry"; fi
 }
 trap cleanup EXIT
 
@@ -191,29 +189,9 @@ echo "== image: 6 layers, $tar_mb MB uncompressed, $gz_mb MB gzip ($layout)"
 # The registry: docker-registry on a free port, logging every request (the
 # bytes a lazy pull fetched are read from its access log).
 start_registry() {
-  local port
   rm -rf "$WORK/registry"
-  mkdir -p "$WORK/registry"
-  while :; do
-    port=$((20000 + RANDOM % 40000))
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
-  done
-  cat > "$WORK/registry/config.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: false
-storage:
-  filesystem:
-    rootdirectory: $WORK/registry/storage
-http:
-  addr: 127.0.0.1:$port
-EOF
-  docker-registry serve "$WORK/registry/config.yml" > "$WORK/registry/registry.log" 2>&1 &
-  registry_pid=$!
-  for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.02; done
-  host="127.0.0.1:$port"
+  host=$(EVS_REGISTRY_ACCESS_LOG=1 "$REGISTRY_SH" start "$WORK/registry")
+  registry_pid=$(cat "$WORK/registry/pid")
 }
 if [ -n "$PULL_HOST" ]; then
   [ -n "$PUSH_HOST" ] && [ -f "$REGISTRY_LOG" ] ||

@@ -6,12 +6,16 @@
 #   host=$(tests/tools/local-registry.sh start DIR [USER:PASSWORD])   # prints 127.0.0.1:PORT
 #   tests/tools/local-registry.sh stop DIR                             # stops it (DIR stays)
 #
-# With USER:PASSWORD the registry requires Basic auth (htpasswd -B).
+# With USER:PASSWORD the registry requires Basic auth (htpasswd -B). With
+# EVS_REGISTRY_ACCESS_LOG=1 it logs every request to DIR/registry.log
+# (combined format: the demo and bench/pull-run count the bytes served).
 set -euo pipefail
 
 usage() { echo "usage: $0 start DIR [USER:PASSWORD] | stop DIR" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 cmd=$1
+access_log_disabled=true
+[ "${EVS_REGISTRY_ACCESS_LOG:-0}" = 1 ] && access_log_disabled=false
 dir=$(mkdir -p "$2" && cd "$2" && pwd)
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -38,7 +42,7 @@ version: 0.1
 log:
   level: warn
   accesslog:
-    disabled: true
+    disabled: $access_log_disabled
 storage:
   filesystem:
     rootdirectory: $dir/storage
